@@ -1,0 +1,33 @@
+# One command sets up and runs the main job; one sets up and runs the tests.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+
+.PHONY: setup run test test-fast bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## Train the quickstart on built-in data, then draw Grad-CAM heatmaps for it.
+run: setup
+	@set -e; RUN=$$($(BIN)/nnrun train configs/quickstart.yaml --verbose | tail -n 1); \
+	echo "run directory: $$RUN"; \
+	if $(BIN)/nnrun explain --help >/dev/null 2>&1; then $(BIN)/nnrun explain "$$RUN" --method gradcam; fi
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: setup
+	$(BIN)/python scripts/bench_cli.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,249 @@
+"""The `nnrun` command line: parse, call one engine function per command, render with rich.
+
+Imports stay light at module level: TensorFlow is only imported inside the commands that
+train or load models, so `--help`, `validate`, `components` and `schema` answer at once.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import typing
+from pathlib import Path
+from typing import Optional
+
+import functools
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from nnrun.errors import NNRunError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Train, evaluate and inspect Keras experiments described by one YAML config.",
+)
+stdout = Console(soft_wrap=True)
+stderr = Console(stderr=True)
+_state = {"debug": False}
+
+
+@app.callback()
+def _options(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")):
+    _state["debug"] = debug
+
+
+def handled(command):
+    """Turn nnrun errors, Ctrl-C and SIGTERM into one stderr line and the documented exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except NNRunError as exc:
+            _fail(exc.prefix, str(exc), exc.exit_code)
+        except KeyboardInterrupt as exc:
+            if type(exc).__name__ == "Terminated":
+                _fail("interrupted", "terminated (SIGTERM)", 143)
+            _fail("interrupted", "interrupted (Ctrl-C)", 130)
+        except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback with --debug
+            _fail("internal error", f"{type(exc).__name__}: {exc}", 1)
+
+    return wrapper
+
+
+# -- train / validate ---------------------------------------------------------------------
+
+SET_HELP = "Override a config value: KEY.PATH=VALUE (YAML-typed). Repeatable."
+
+
+@app.command()
+@handled
+def train(
+    config: Path = typer.Argument(..., help="YAML config file."),
+    set_: list[str] = typer.Option([], "--set", "-s", help=SET_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the run directory."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Progress even when stdout is not a terminal."),
+):
+    """Train from CONFIG; the last line printed is the run directory."""
+    from nnrun.config import load_config
+    from nnrun.engine.rundir import command_line
+    from nnrun.engine.train import Output, train as run_training
+
+    cfg = load_config(config, set_)
+    interactive = stdout.is_terminal and not quiet
+    out = Output(console=stderr, progress=interactive and stderr.is_terminal, epoch_lines=verbose and not quiet)
+    if interactive and not stderr.is_terminal:
+        out.epoch_lines = True
+    run = run_training(cfg, command_line(), out)
+    if interactive or verbose:
+        record = run.read()
+        table = Table(title=f"{cfg.name}: {record.get('status')} in {record.get('wall_time_s')} s")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for key, value in record.get("final_metrics", {}).items():
+            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+        stdout.print(table)
+    print(run.path, flush=True)
+
+
+@app.command()
+@handled
+def validate(
+    config: Path = typer.Argument(..., help="YAML config file."),
+    set_: list[str] = typer.Option([], "--set", "-s", help=SET_HELP),
+    print_config: bool = typer.Option(False, "--print", help="Print the resolved config (all defaults filled)."),
+):
+    """Check CONFIG fully (schema, components, parameters) without importing TensorFlow."""
+    from nnrun.config import load_config, to_yaml
+
+    cfg = load_config(config, set_)
+    if print_config:
+        print(to_yaml(cfg), end="")
+    else:
+        print(f"ok: {config} (model {cfg.model.name}, dataset {cfg.data.dataset}, {cfg.train.epochs} epochs)")
+
+
+# -- components / schema ------------------------------------------------------------------
+
+def _type_name(annotation) -> str:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return "|".join(str(a) for a in args)
+    if origin in (typing.Union, __import__("types").UnionType):
+        return " | ".join(_type_name(a) for a in args).replace("NoneType", "null")
+    if origin in (list, tuple, dict):
+        return f"{origin.__name__}[{', '.join(_type_name(a) for a in args)}]"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+@app.command()
+@handled
+def components(
+    kind: Optional[str] = typer.Argument(None, help="Only this kind: dataset, model, loss, optimizer, schedule, technique."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+):
+    """List every registered component with its parameters, types, defaults and doc."""
+    from nnrun import registry
+    from nnrun.errors import UsageError
+
+    if kind is not None and kind not in registry.KINDS:
+        raise UsageError(registry.unknown_message("component kind", kind, list(registry.KINDS)))
+    rows = []
+    for comp in registry.components(kind):
+        params = [
+            {"name": n, "type": _type_name(f.annotation),
+             "default": None if f.is_required() else f.get_default(call_default_factory=True),
+             "required": f.is_required(), "doc": f.description or ""}
+            for n, f in comp.params.model_fields.items()
+        ]
+        rows.append({"kind": comp.kind, "name": comp.name, "doc": comp.doc, "params": params})
+    if as_json:
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    table = Table(show_lines=True)
+    for col in ("kind", "name", "parameters (type = default)", "description"):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        params = "\n".join(
+            f"{p['name']}: {p['type']}" + (" (required)" if p["required"] else f" = {json.dumps(p['default'], default=str)}")
+            + (f"  - {p['doc']}" if p["doc"] else "")
+            for p in row["params"]
+        ) or "-"
+        table.add_row(row["kind"], row["name"], params, row["doc"])
+    if not rows:
+        stdout.print(f"no {kind} components are registered yet")
+        return
+    stdout.print(table)
+
+
+@app.command()
+@handled
+def schema():
+    """Print the config's JSON Schema (for editor completion and validation)."""
+    from nnrun.config.resolve import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+
+
+# -- evaluate / runs ----------------------------------------------------------------------
+
+@app.command()
+@handled
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="A run directory."),
+    split: str = typer.Option("val", help="Split to score: val, test or train."),
+    checkpoint: str = typer.Option("best", help="Checkpoint: best or last."),
+    as_json: bool = typer.Option(False, "--json", help="Print the scores as JSON."),
+):
+    """Score a run's checkpoint on a split; the result is appended to metrics.jsonl."""
+    from nnrun.engine.evaluate import evaluate as run_evaluate
+    from nnrun.errors import UsageError
+
+    if checkpoint not in ("best", "last"):
+        raise UsageError(f"--checkpoint must be best or last, got {checkpoint!r}")
+    scores = run_evaluate(run_dir, split, checkpoint)
+    if as_json:
+        print(json.dumps(scores))
+        return
+    table = Table(title=f"{run_dir} [{split}, {checkpoint}]")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in scores.items():
+        table.add_row(key, f"{value:.4f}")
+    stdout.print(table)
+
+
+@app.command()
+@handled
+def runs(
+    root: Path = typer.Argument(Path("runs"), help="Runs root to scan."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+):
+    """Table of runs under ROOT: status, epochs, final metrics, wall time."""
+    from nnrun.engine.runs import find_runs
+
+    records = find_runs(root)
+    if as_json:
+        print(json.dumps(records, indent=2, default=str))
+        return
+    table = Table()
+    for col in ("run", "status", "epochs", "val_accuracy", "val_loss", "accuracy", "wall s"):
+        table.add_column(col, justify="left" if col in ("run", "status") else "right")
+    for r in records:
+        fm = r.get("final_metrics") or {}
+        fmt = lambda v: f"{v:.4f}" if isinstance(v, (int, float)) else "-"  # noqa: E731
+        table.add_row(
+            str(Path(r["path"]).relative_to(root)) if Path(r["path"]).is_relative_to(root) else r["path"],
+            str(r.get("status")), str(r.get("epochs_completed", "-")),
+            fmt(fm.get("val_accuracy")), fmt(fm.get("val_loss")), fmt(fm.get("accuracy")),
+            fmt(r.get("wall_time_s")),
+        )
+    if not records:
+        stdout.print(f"no runs under {root}")
+        return
+    stdout.print(table)
+
+
+# -- entry point --------------------------------------------------------------------------
+
+def _fail(prefix: str, message: str, code: int) -> typing.NoReturn:
+    if _state["debug"]:
+        import traceback
+
+        traceback.print_exc()
+    print(f"{prefix}: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def main() -> None:
+    """Console entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

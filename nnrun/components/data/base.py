@@ -1,0 +1,34 @@
+"""What a dataset builder returns: splits as arrays plus what the model needs to know."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Split:
+    x: np.ndarray
+    y: np.ndarray
+    masks: np.ndarray | None = None  # ground-truth object masks (N, H, W), when the data set knows them
+    difficulty: np.ndarray | None = None  # per-example difficulty proxy in [0, 1], when known
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+@dataclass
+class DataBundle:
+    splits: dict[str, Split]
+    input_shape: tuple
+    num_classes: int
+    class_names: list[str] = field(default_factory=list)
+    task: str = "classification"
+
+    def split(self, name: str) -> Split:
+        if name not in self.splits:
+            from nnrun.errors import UsageError
+
+            raise UsageError(f"data set has no {name!r} split; it has: {', '.join(self.splits)}")
+        return self.splits[name]

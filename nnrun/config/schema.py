@@ -1,0 +1,102 @@
+"""The config schema: top-level sections and their typed, strictly checked fields.
+
+Component parameters (`model.params`, `loss.params`, ...) are plain mappings here; each is
+checked against its component's own schema by `nnrun.config.resolve`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ComponentRef(Section):
+    """`{name: ..., params: {...}}`; a bare string is shorthand for `{name: ...}`."""
+
+    name: str = Field(description="registered component name")
+    params: dict[str, Any] = Field(default_factory=dict, description="component parameters")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value):
+        return {"name": value} if isinstance(value, str) else value
+
+
+class DataConfig(Section):
+    dataset: str = Field(description="registered dataset name (see `nnrun components dataset`)")
+    params: dict[str, Any] = Field(default_factory=dict, description="dataset parameters")
+    batch_size: int = Field(64, gt=0, description="global batch size for training")
+    eval_batch_size: int | None = Field(None, gt=0, description="batch size for validation/test; default batch_size")
+
+
+class ModelConfig(ComponentRef):
+    pass
+
+
+class LossConfig(ComponentRef):
+    pass
+
+
+class ScheduleConfig(ComponentRef):
+    name: str = Field("constant", description="learning-rate schedule name")
+
+
+class OptimizerConfig(Section):
+    name: str = Field("adam", description="registered optimizer name")
+    learning_rate: float = Field(1e-3, gt=0, description="peak learning rate")
+    weight_decay: float = Field(0.0, ge=0, description="decoupled weight decay (adamw, sgd) or L2-free decay")
+    clipnorm: float | None = Field(None, gt=0, description="clip each gradient to this norm")
+    params: dict[str, Any] = Field(default_factory=dict, description="optimizer-specific parameters")
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="learning-rate schedule")
+
+
+class EarlyStoppingConfig(Section):
+    monitor: str = "val_loss"
+    patience: int = Field(5, ge=1)
+    min_delta: float = Field(0.0, ge=0)
+
+
+class TrainConfig(Section):
+    epochs: int = Field(10, gt=0, description="number of epochs")
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = Field(
+        "float32", description="Keras dtype policy"
+    )
+    jit_compile: bool = Field(False, description="XLA-compile the train step")
+    steps_per_execution: int = Field(1, gt=0, description="batches per compiled call (fewer Python round trips)")
+    monitor: str = Field("val_accuracy", description="metric that selects checkpoints/best.keras")
+    early_stopping: EarlyStoppingConfig | None = Field(None, description="stop when `monitor` stops improving")
+    techniques: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="technique name -> parameters (see `nnrun components technique`)"
+    )
+
+    @field_validator("techniques", mode="before")
+    @classmethod
+    def _empty_params(cls, value):
+        if isinstance(value, dict):
+            return {k: ({} if v is None else v) for k, v in value.items()}
+        return value
+
+
+class RuntimeConfig(Section):
+    strategy: Literal["auto", "one_device"] = Field("auto", description="tf.distribute strategy")
+    deterministic: bool = Field(True, description="bit-identical runs on one machine (op determinism)")
+    threads: int | None = Field(None, gt=0, description="CPU threads for TensorFlow (intra and inter op)")
+    runs_root: str = Field("runs", description="directory that holds <name>/<run-id>/ run directories")
+
+
+class RunConfig(Section):
+    name: str = Field(pattern=NAME_PATTERN, description="run name: letters, digits, . _ - (no paths)")
+    seed: int = Field(0, ge=0, description="seed for weights, data order and augmentation")
+    data: DataConfig
+    model: ModelConfig
+    loss: LossConfig = Field(default_factory=lambda: LossConfig(name="crossentropy"))
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)

@@ -1,0 +1,1 @@
+"""Engine: builds the pieces from a resolved config, runs Keras `fit`, owns the run directory."""

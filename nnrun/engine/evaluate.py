@@ -1,0 +1,43 @@
+"""`nnrun evaluate`: reload a run's checkpoint and config, score a split, log the result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nnrun.config import resolve
+from nnrun.config.loader import read_yaml_file
+from nnrun.engine.rundir import CONFIG_YAML, RunDir
+from nnrun.errors import UsageError
+
+
+def load_run_config(run: RunDir):
+    return resolve(read_yaml_file(run.path / CONFIG_YAML))
+
+
+def load_checkpoint(run: RunDir, which: str = "best"):
+    """Load checkpoints/<which>.keras with safe_mode (no arbitrary code from model files)."""
+    path = run.checkpoints / f"{which}.keras"
+    if not path.is_file():
+        raise UsageError(f"run has no checkpoint {path.relative_to(run.path)}: {run.path}")
+    import keras
+
+    return keras.saving.load_model(path, compile=False, safe_mode=True)
+
+
+def evaluate(run_dir: str | Path, split: str = "val", checkpoint: str = "best") -> dict:
+    run = RunDir.open(run_dir)
+    cfg = load_run_config(run)
+    from nnrun.engine import build, pipeline, runtime
+
+    runtime.setup(cfg)
+    data = build.build_data(cfg)
+    part = data.split(split)
+    model = load_checkpoint(run, checkpoint)
+    model.compile(loss=build.build_loss(cfg), metrics=build.build_metrics(cfg))
+    sparse = build.sparse_labels(cfg)
+    ds = pipeline.eval_dataset(part, batch_size=cfg.data.eval_batch_size or cfg.data.batch_size,
+                               num_classes=data.num_classes, sparse=sparse)
+    scores = model.evaluate(ds, verbose=0, return_dict=True)
+    scores = {k: float(v) for k, v in scores.items()}
+    run.append_metrics({"split": split, "checkpoint": checkpoint, "examples": len(part), **scores})
+    return scores

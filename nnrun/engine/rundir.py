@@ -1,0 +1,144 @@
+"""The run directory: unique creation, atomic writes of run.json / config.yaml, status updates."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from nnrun import __version__
+from nnrun.config import RunConfig, config_hash, to_yaml
+from nnrun.errors import UsageError
+
+RUN_JSON = "run.json"
+CONFIG_YAML = "config.yaml"
+METRICS = "metrics.jsonl"
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write via a temp file in the same directory + rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class RunDir:
+    """A run directory and its run.json record."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.checkpoints = self.path / "checkpoints"
+        self.tensorboard = self.path / "tensorboard"
+        self.plots = self.path / "plots"
+        self.metrics = self.path / METRICS
+
+    # -- creation -----------------------------------------------------------------------
+    @classmethod
+    def create(cls, cfg: RunConfig) -> "RunDir":
+        """Make a new, never-reused directory runs_root/<name>/<timestamp>-<hash>[-N]."""
+        parent = Path(cfg.runtime.runs_root) / cfg.name
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create run root {parent}: {exc.strerror}") from None
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        base = f"{stamp}-{config_hash(cfg)[:6]}"
+        for attempt in range(1, 1000):
+            path = parent / (base if attempt == 1 else f"{base}-{attempt}")
+            try:
+                path.mkdir()  # atomic: exactly one concurrent creator wins each name
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise UsageError(f"cannot create run directory under {parent}: {exc.strerror}") from None
+            return cls(path)
+        raise UsageError(f"could not find a free run directory name under {parent}")
+
+    @classmethod
+    def open(cls, path: str | Path) -> "RunDir":
+        run = cls(Path(path))
+        if not (run.path / CONFIG_YAML).is_file():
+            raise UsageError(f"not a run directory (no {CONFIG_YAML}): {path}")
+        return run
+
+    # -- records ------------------------------------------------------------------------
+    def read(self) -> dict:
+        try:
+            return json.loads((self.path / RUN_JSON).read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def write(self, record: dict) -> None:
+        atomic_write(self.path / RUN_JSON, json.dumps(record, indent=2, default=str) + "\n")
+
+    def update(self, **fields: Any) -> dict:
+        record = self.read()
+        record.update(fields)
+        self.write(record)
+        return record
+
+    def start(self, cfg: RunConfig, argv: list[str]) -> None:
+        atomic_write(self.path / CONFIG_YAML, to_yaml(cfg))
+        self.write(
+            {
+                "status": "running",
+                "reason": None,
+                "name": cfg.name,
+                "run_id": self.path.name,
+                "argv": argv,
+                "seed": cfg.seed,
+                "config_hash": config_hash(cfg),
+                "versions": {"python": platform.python_version(), "nnrun": __version__},
+                "host": platform.node(),
+                "pid": os.getpid(),
+                "started_at": now_iso(),
+                "ended_at": None,
+                "wall_time_s": None,
+                "epochs_completed": 0,
+                "final_metrics": {},
+            }
+        )
+
+    def finish(self, status: str, reason: str | None = None, **fields: Any) -> None:
+        record = self.read()
+        started = record.get("started_at")
+        wall = None
+        if started:
+            wall = round((dt.datetime.now(dt.timezone.utc) - dt.datetime.fromisoformat(started)).total_seconds(), 2)
+        self.update(status=status, reason=reason, ended_at=now_iso(), wall_time_s=wall, **fields)
+
+    def append_metrics(self, row: dict) -> None:
+        with open(self.metrics, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row, default=float) + "\n")
+
+    def read_metrics(self) -> list[dict]:
+        if not self.metrics.exists():
+            return []
+        rows = []
+        for line in self.metrics.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue  # a torn last line after a kill
+        return rows
+
+
+def command_line() -> list[str]:
+    return [Path(sys.argv[0]).name, *sys.argv[1:]]

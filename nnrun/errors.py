@@ -1,0 +1,33 @@
+"""Error types the CLI maps to exit codes (2 = bad input, 1 = failed run)."""
+
+
+class NNRunError(Exception):
+    """Base class: the message is the one line a user sees."""
+
+    exit_code = 1
+    prefix = "error"
+
+
+class ConfigError(NNRunError):
+    """A config or command-line input is invalid; nothing was started."""
+
+    exit_code = 2
+    prefix = "config error"
+
+    def __init__(self, message: str, path: str | None = None):
+        self.path = path
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+class UsageError(NNRunError):
+    """A command was asked for something that cannot be done (bad run dir, bad option)."""
+
+    exit_code = 2
+    prefix = "error"
+
+
+class RunFailed(NNRunError):
+    """Training or evaluation started and failed."""
+
+    exit_code = 1
+    prefix = "run failed"

@@ -1,0 +1,121 @@
+"""Name -> component tables, one per kind, with a typed parameter schema per entry.
+
+Importing this module (and the component declarations) never imports TensorFlow: builders
+import it lazily, so `nnrun validate` and `nnrun components` stay fast.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from pydantic import BaseModel, ConfigDict
+
+from nnrun.errors import ConfigError
+
+KINDS = ("dataset", "model", "loss", "optimizer", "schedule", "technique")
+
+# Modules that declare components; importing them fills the tables.
+CATALOG = (
+    "nnrun.components.data.shapes",
+    "nnrun.components.models.resnet",
+    "nnrun.components.losses.crossentropy",
+    "nnrun.components.optim.optimizers",
+    "nnrun.components.optim.schedules",
+)
+
+
+class Params(BaseModel):
+    """Base of every component's parameter schema: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoParams(Params):
+    """For components without parameters."""
+
+
+@dataclass(frozen=True)
+class Component:
+    kind: str
+    name: str
+    params: type[Params]
+    builder: Callable[..., Any]
+
+    @property
+    def doc(self) -> str:
+        text = (self.builder.__doc__ or "").strip()
+        return text.splitlines()[0] if text else ""
+
+
+_TABLES: dict[str, dict[str, Component]] = {kind: {} for kind in KINDS}
+_loaded = False
+
+
+def register(kind: str, name: str, params: type[Params] = NoParams):
+    """Decorator: register `builder` as component `name` of `kind`."""
+    if kind not in _TABLES:
+        raise ValueError(f"unknown component kind {kind!r}")
+
+    def wrap(builder):
+        if name in _TABLES[kind]:
+            raise ValueError(f"{kind} {name!r} registered twice")
+        _TABLES[kind][name] = Component(kind, name, params, builder)
+        return builder
+
+    return wrap
+
+
+def load_catalog() -> None:
+    global _loaded
+    if not _loaded:
+        for module in CATALOG:
+            importlib.import_module(module)
+        _loaded = True
+
+
+def load_plugin(module_or_path: str) -> None:
+    """Import a user plugin module (by dotted name or .py path) that calls `register`."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(module_or_path)
+    try:
+        if path.suffix == ".py":
+            if not path.is_file():
+                raise ConfigError(f"plugin file not found: {module_or_path}")
+            spec = importlib.util.spec_from_file_location(f"nnrun_plugin_{path.stem}", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            importlib.import_module(module_or_path)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import plugin {module_or_path!r}: {exc}") from exc
+
+
+def names(kind: str) -> list[str]:
+    load_catalog()
+    return sorted(_TABLES[kind])
+
+
+def get(kind: str, name: str, path: str | None = None) -> Component:
+    """Look up a component; an unknown name is a ConfigError with the nearest valid name."""
+    load_catalog()
+    table = _TABLES[kind]
+    if name in table:
+        return table[name]
+    raise ConfigError(unknown_message(kind, name, list(table)), path)
+
+
+def unknown_message(kind: str, name: Any, valid: list[str]) -> str:
+    close = difflib.get_close_matches(str(name), valid, n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; valid: {', '.join(sorted(valid))}"
+    return f"unknown {kind} {name!r}{hint}"
+
+
+def components(kind: str | None = None) -> list[Component]:
+    load_catalog()
+    kinds = [kind] if kind else list(KINDS)
+    return [c for k in kinds for _, c in sorted(_TABLES[k].items())]
