@@ -16,6 +16,7 @@ import functools
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from nnrun.errors import NNRunError
@@ -27,7 +28,8 @@ app = typer.Typer(
     rich_markup_mode=None,
     help="Train, evaluate and inspect Keras experiments described by one YAML config.",
 )
-stdout = Console(soft_wrap=True)
+# Not a terminal (pipes, CI logs): wide enough that tables never fold run names or numbers.
+stdout = Console(width=None if sys.stdout.isatty() else 200)
 stderr = Console(stderr=True)
 _state = {"debug": False}
 
@@ -145,20 +147,21 @@ def components(
     if as_json:
         print(json.dumps(rows, indent=2, default=str))
         return
-    table = Table(show_lines=True)
-    for col in ("kind", "name", "parameters (type = default)", "description"):
-        table.add_column(col, overflow="fold")
-    for row in rows:
-        params = "\n".join(
-            f"{p['name']}: {p['type']}" + (" (required)" if p["required"] else f" = {json.dumps(p['default'], default=str)}")
-            + (f"  - {p['doc']}" if p["doc"] else "")
-            for p in row["params"]
-        ) or "-"
-        table.add_row(row["kind"], row["name"], params, row["doc"])
     if not rows:
         stdout.print(f"no {kind} components are registered yet")
         return
-    stdout.print(table)
+    for row in rows:
+        table = Table(title=f"[bold]{row['kind']} {row['name']}[/bold]: {escape(row['doc'])}", title_justify="left",
+                      show_edge=False, expand=False)
+        for col in ("parameter", "type", "default", "description"):
+            table.add_column(col, overflow="fold")
+        for p in row["params"]:
+            default = "(required)" if p["required"] else json.dumps(p["default"], default=str)
+            table.add_row(*(escape(str(cell)) for cell in (p["name"], p["type"], default, p["doc"])))
+        if not row["params"]:
+            table.add_row("-", "", "", "no parameters")
+        stdout.print(table)
+        stdout.print()
 
 
 @app.command()

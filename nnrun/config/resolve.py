@@ -41,6 +41,10 @@ def _show(value: Any) -> str:
     return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
+def _num(value: Any) -> str:
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
 def _submodel(annotation: Any) -> type[BaseModel] | None:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
@@ -69,7 +73,7 @@ def _bounds(root: type[BaseModel], loc: tuple) -> str:
     for meta in parent.model_fields[loc[-1]].metadata:
         for attr, sym in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
             if getattr(meta, attr, None) is not None:
-                parts.append(f"{sym} {getattr(meta, attr)}")
+                parts.append(f"{sym} {_num(getattr(meta, attr))}")
     return " " + " and ".join(parts) if parts else ""
 
 
@@ -96,7 +100,7 @@ def describe_error(err: dict, root: type[BaseModel]) -> str:
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         sym = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[kind]
         bound = next(iter(ctx.values()), "?")
-        return f"expected a value {sym} {bound}, got {_show(got)}"
+        return f"expected a value {sym} {_num(bound)}, got {_show(got)}"
     if kind == "literal_error":
         return f"expected one of {ctx.get('expected', '?')}, got {_show(got)}"
     if kind == "string_pattern_mismatch":

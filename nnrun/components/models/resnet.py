@@ -28,6 +28,9 @@ class ResNetParams(Params):
     )
     zero_init_residual: bool = Field(True, description="init each block's last BN gamma to 0 (block starts as identity)")
     head_dropout: float = Field(0.0, ge=0, lt=1, description="dropout before the classifier")
+    bn_momentum: float = Field(
+        0.9, gt=0, lt=1, description="BatchNorm moving-average momentum (0.9 = PyTorch's 0.1; Keras' 0.99 lags on short runs)"
+    )
 
     @model_validator(mode="after")
     def _check(self):
@@ -45,7 +48,7 @@ class ResNetParams(Params):
         return list(b) if isinstance(b, list) else [b] * len(self.stages)
 
 
-def _conv_bn(x, filters, kernel, stride, name, gamma="ones", relu=True):
+def _conv_bn(x, filters, kernel, stride, name, momentum, gamma="ones", relu=True):
     import keras
     from keras import layers
 
@@ -53,27 +56,27 @@ def _conv_bn(x, filters, kernel, stride, name, gamma="ones", relu=True):
         filters, kernel, strides=stride, padding="same", use_bias=False,
         kernel_initializer="he_normal", name=f"{name}_conv",
     )(x)
-    x = layers.BatchNormalization(epsilon=1e-5, gamma_initializer=gamma, name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(momentum=momentum, epsilon=1e-5, gamma_initializer=gamma, name=f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x) if relu else x
 
 
-def residual_block(x, width, stride, block, drop_rate, zero_init, name):
+def residual_block(x, width, stride, block, drop_rate, zero_init, name, momentum=0.9):
     """One residual block; the shortcut is projected with the same stride when shapes change."""
     from keras import layers
 
     last_gamma = "zeros" if zero_init else "ones"
     if block == "basic":
         out_channels = width
-        y = _conv_bn(x, width, 3, stride, f"{name}_a")
-        y = _conv_bn(y, width, 3, 1, f"{name}_b", gamma=last_gamma, relu=False)
+        y = _conv_bn(x, width, 3, stride, f"{name}_a", momentum)
+        y = _conv_bn(y, width, 3, 1, f"{name}_b", momentum, gamma=last_gamma, relu=False)
     else:
         out_channels = 4 * width
-        y = _conv_bn(x, width, 1, 1, f"{name}_a")
-        y = _conv_bn(y, width, 3, stride, f"{name}_b")
-        y = _conv_bn(y, out_channels, 1, 1, f"{name}_c", gamma=last_gamma, relu=False)
+        y = _conv_bn(x, width, 1, 1, f"{name}_a", momentum)
+        y = _conv_bn(y, width, 3, stride, f"{name}_b", momentum)
+        y = _conv_bn(y, out_channels, 1, 1, f"{name}_c", momentum, gamma=last_gamma, relu=False)
     shortcut = x
     if stride != 1 or x.shape[-1] != out_channels:
-        shortcut = _conv_bn(x, out_channels, 1, stride, f"{name}_proj", relu=False)
+        shortcut = _conv_bn(x, out_channels, 1, stride, f"{name}_proj", momentum, relu=False)
     if drop_rate > 0:
         # Stochastic depth (Huang et al. 2016): Dropout with noise_shape (batch, 1, 1, 1) drops the
         # whole residual branch per sample and scales kept ones by 1/keep; identity at inference.
@@ -99,9 +102,9 @@ def build(p: ResNetParams, input_shape: tuple, num_classes: int):
     inputs = keras.Input(shape=(None, None, channels), name="image")
     stem_width = p.stem_width or p.stages[0]
     if p.stem == "small":
-        x = _conv_bn(inputs, stem_width, 3, 1, "stem")
+        x = _conv_bn(inputs, stem_width, 3, 1, "stem", p.bn_momentum)
     else:
-        x = _conv_bn(inputs, stem_width, 7, 2, "stem")
+        x = _conv_bn(inputs, stem_width, 7, 2, "stem", p.bn_momentum)
         x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
     counts = p.block_counts()
     rates = drop_rates(p.stochastic_depth, sum(counts))
@@ -109,7 +112,8 @@ def build(p: ResNetParams, input_shape: tuple, num_classes: int):
     for s, (width, count) in enumerate(zip(p.stages, counts)):
         for b in range(count):
             stride = 2 if (s > 0 and b == 0) else 1
-            x = residual_block(x, width, stride, p.block, rates[index], p.zero_init_residual, f"s{s + 1}b{b + 1}")
+            x = residual_block(x, width, stride, p.block, rates[index], p.zero_init_residual,
+                               f"s{s + 1}b{b + 1}", p.bn_momentum)
             index += 1
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = logits_head(x, num_classes, p.head_dropout)
