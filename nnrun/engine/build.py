@@ -20,7 +20,7 @@ def build_data(cfg: RunConfig) -> DataBundle:
 
 def build_model(cfg: RunConfig, data: DataBundle):
     component, params = _params("model", cfg.model.name, cfg.model.params)
-    return component.builder(params, input_shape=data.input_shape, num_classes=data.num_classes)
+    return component.builder(params, data)
 
 
 def build_loss(cfg: RunConfig):
@@ -28,16 +28,19 @@ def build_loss(cfg: RunConfig):
     return component.builder(params)
 
 
-def sparse_labels(cfg: RunConfig) -> bool:
-    """Whether the loss wants integer labels (else the pipeline one-hot encodes them)."""
+def label_mode(cfg: RunConfig, data: DataBundle) -> str:
+    """How the pipeline hands labels to the loss: "onehot" (float, so label smoothing, mixup
+    and focal losses share one path), "sparse" (integers, when the loss asks) or "raw"."""
+    if data.task != "classification":
+        return "raw"
     _, params = _params("loss", cfg.loss.name, cfg.loss.params)
-    return bool(getattr(params, "sparse", False))
+    return "sparse" if getattr(params, "sparse", False) else "onehot"
 
 
-def build_metrics(cfg: RunConfig):
+def build_metrics(cfg: RunConfig, data: DataBundle):
     import keras
 
-    if sparse_labels(cfg):
+    if label_mode(cfg, data) == "sparse":
         return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
     return [keras.metrics.CategoricalAccuracy(name="accuracy")]
 
@@ -51,11 +54,11 @@ def build_optimizer(cfg: RunConfig, num_train: int):
     return component.builder(params, learning_rate, weight_decay=opt.weight_decay, clipnorm=opt.clipnorm)
 
 
-def compile_model(model, cfg: RunConfig, num_train: int) -> None:
+def compile_model(model, cfg: RunConfig, data: DataBundle) -> None:
     model.compile(
-        optimizer=build_optimizer(cfg, num_train),
+        optimizer=build_optimizer(cfg, len(data.split("train"))),
         loss=build_loss(cfg),
-        metrics=build_metrics(cfg),
+        metrics=build_metrics(cfg, data),
         jit_compile=cfg.train.jit_compile,
         steps_per_execution=cfg.train.steps_per_execution,
     )

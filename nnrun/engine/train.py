@@ -68,19 +68,19 @@ def _fit(cfg: RunConfig, run: RunDir, out: Output) -> dict:
                precision=cfg.train.precision, techniques=sorted(cfg.train.techniques))
     data = build.build_data(cfg)
     train_split, val_split = data.split("train"), data.split("val")
-    sparse = build.sparse_labels(cfg)
+    labels = build.label_mode(cfg, data)
     steps = pipeline.steps_per_epoch(len(train_split), cfg.data.batch_size)
     train_ds = pipeline.train_dataset(
         train_split, batch_size=cfg.data.batch_size, seed=cfg.seed, num_classes=data.num_classes,
-        sparse=sparse, first_epoch=0, last_epoch=cfg.train.epochs,
+        label_mode=labels, first_epoch=0, last_epoch=cfg.train.epochs,
     )
     val_ds = pipeline.eval_dataset(
         val_split, batch_size=cfg.data.eval_batch_size or cfg.data.batch_size,
-        num_classes=data.num_classes, sparse=sparse,
+        num_classes=data.num_classes, label_mode=labels,
     )
     with strategy.scope():
         model = build.build_model(cfg, data)
-        build.compile_model(model, cfg, len(train_split))
+        build.compile_model(model, cfg, data)
     run.update(model={"name": cfg.model.name, "parameters": int(model.count_params())})
 
     run.checkpoints.mkdir(exist_ok=True)

@@ -24,7 +24,8 @@ class DataBundle:
     input_shape: tuple
     num_classes: int
     class_names: list[str] = field(default_factory=list)
-    task: str = "classification"
+    task: str = "classification"  # "classification" (integer class labels) or "pairs" (0/1 pair labels)
+    meta: dict = field(default_factory=dict)  # extra facts a model may need, e.g. {"vocab_size": 32}
 
     def split(self, name: str) -> Split:
         if name not in self.splits:

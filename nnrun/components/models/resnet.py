@@ -91,14 +91,14 @@ def drop_rates(rate: float, total_blocks: int) -> list[float]:
 
 
 @register("model", "resnet", ResNetParams)
-def build(p: ResNetParams, input_shape: tuple, num_classes: int):
+def build(p: ResNetParams, data):
     """ResNet classifier (basic/bottleneck, strided projection shortcuts, stochastic depth); any image size."""
     import keras
     from keras import layers
 
     from nnrun.components.models.heads import logits_head
 
-    channels = input_shape[-1]
+    channels = data.input_shape[-1]
     inputs = keras.Input(shape=(None, None, channels), name="image")
     stem_width = p.stem_width or p.stages[0]
     if p.stem == "small":
@@ -116,5 +116,5 @@ def build(p: ResNetParams, input_shape: tuple, num_classes: int):
                                f"s{s + 1}b{b + 1}", p.bn_momentum)
             index += 1
     x = layers.GlobalAveragePooling2D(name="pool")(x)
-    outputs = logits_head(x, num_classes, p.head_dropout)
+    outputs = logits_head(x, data.num_classes, p.head_dropout)
     return keras.Model(inputs, outputs, name="resnet")
