@@ -67,11 +67,17 @@ def _shape_masks(kind: np.ndarray, cx, cy, r, size: int) -> np.ndarray:
     return by_kind[kind, np.arange(len(kind))]
 
 
-def generate(n: int, p: ShapesParams, stream: int) -> Split:
-    """`n` images of split `stream` (0 train, 1 val, 2 test), deterministic in (seed, stream)."""
+def generate(n: int, p: ShapesParams, stream: int, labels: np.ndarray | None = None) -> Split:
+    """`n` images of split `stream` (0 train, 1 val, 2 test), deterministic in (seed, stream).
+
+    `labels` (indices into `p.classes`) fixes each image's class, e.g. to build pairs.
+    """
     rng = np.random.default_rng([p.seed, stream])
     k = len(p.classes)
-    if p.class_balance is None:
+    if labels is not None:
+        labels = np.asarray(labels)
+        n = len(labels)
+    elif p.class_balance is None:
         labels = rng.permutation(np.arange(n) % k)
     else:
         probs = np.asarray(p.class_balance, dtype=np.float64)

@@ -24,7 +24,7 @@ class ResNetParams(Params):
     )
     stem_width: int | None = Field(None, gt=0, description="stem channels; default the first stage width")
     stochastic_depth: float = Field(
-        0.0, ge=0, lt=1, description="drop rate of the last block's residual branch; linear in depth from 0"
+        0.0, ge=0, lt=1, description="drop rate of the last block's residual branch; block l of L drops rate * l / L"
     )
     zero_init_residual: bool = Field(True, description="init each block's last BN gamma to 0 (block starts as identity)")
     head_dropout: float = Field(0.0, ge=0, lt=1, description="dropout before the classifier")

@@ -1,0 +1,69 @@
+"""Metrics computed once after training on whole splits, merged into run.json's final_metrics.
+
+Streaming Keras metrics cannot give these: balanced accuracy needs every class's recall, and
+the pair threshold is chosen on the training pairs before it is applied to validation. They
+score the model as it is at the end of `fit` (the last epoch), like the other final metrics.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def per_class_recall(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> dict[int, float]:
+    """Recall of each class that occurs in y_true (a class with no examples has no recall)."""
+    return {c: float(np.mean(y_pred[y_true == c] == c)) for c in range(num_classes) if np.any(y_true == c)}
+
+
+def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
+    """Mean per-class recall over the classes present (as sklearn's balanced_accuracy_score)."""
+    return float(np.mean(list(per_class_recall(y_true, y_pred, num_classes).values())))
+
+
+def pair_accuracy(distances: np.ndarray, same: np.ndarray, threshold: float) -> float:
+    """Accuracy of "same iff distance <= threshold" (same: 1 same, 0 different)."""
+    return float(np.mean((distances <= threshold) == (same == 1)))
+
+
+def best_threshold(distances: np.ndarray, same: np.ndarray) -> tuple[float, float]:
+    """Threshold maximising pair_accuracy on these pairs, and that accuracy.
+
+    Every rule "same iff d <= t" is a cut in the sorted distances; cuts only fall between
+    distinct values, so tied distances are never split. t is the midpoint of the cut.
+    """
+    order = np.argsort(distances, kind="stable")
+    d, s = distances[order], (same[order] == 1).astype(np.int64)
+    n, total_different = len(d), int(np.sum(s == 0))
+    kept = np.arange(1, n + 1)  # first k pairs predicted "same"
+    correct = np.cumsum(s) + (total_different - (kept - np.cumsum(s)))
+    valid = np.append(d[1:] > d[:-1], True)  # cut after index k-1 only where the next value differs
+    correct = np.where(valid, correct, -1)
+    k = int(np.argmax(correct))
+    if total_different >= correct[k]:  # calling every pair "different" is at least as good
+        return float(d[0]) - 1.0, total_different / n
+    threshold = float(d[k] if k == n - 1 else (d[k] + d[k + 1]) / 2)
+    return threshold, float(correct[k]) / n
+
+
+def _pair_distances(model, split, batch_size: int) -> np.ndarray:
+    embeddings = np.asarray(model.predict(split.x, batch_size=batch_size, verbose=0), dtype=np.float64)
+    return np.linalg.norm(embeddings[:, 0] - embeddings[:, 1], axis=-1)
+
+
+def final_metrics(model, data, cfg) -> dict:
+    """Classification: per-class recall and balanced accuracy on val. Pairs: val_pair_accuracy
+    at the distance threshold chosen on the training pairs."""
+    batch_size = cfg.data.eval_batch_size or cfg.data.batch_size
+    val = data.split("val")
+    if data.task == "pairs":
+        train = data.split("train")
+        threshold, train_accuracy = best_threshold(_pair_distances(model, train, batch_size), train.y)
+        return {"pair_threshold": threshold, "train_pair_accuracy": train_accuracy,
+                "val_pair_accuracy": pair_accuracy(_pair_distances(model, val, batch_size), val.y, threshold)}
+    logits = model.predict(val.x, batch_size=batch_size, verbose=0)
+    predicted = np.argmax(logits, axis=-1)
+    names = data.class_names or [str(c) for c in range(data.num_classes)]
+    recall = per_class_recall(val.y, predicted, data.num_classes)
+    out = {f"val_recall_{names[c]}": r for c, r in recall.items()}
+    out["val_balanced_accuracy"] = balanced_accuracy(val.y, predicted, data.num_classes)
+    return out
