@@ -72,6 +72,14 @@ class TrainConfig(Section):
     steps_per_execution: int = Field(1, gt=0, description="batches per compiled call (fewer Python round trips)")
     monitor: str = Field("val_accuracy", description="metric that selects checkpoints/best.keras")
     early_stopping: EarlyStoppingConfig | None = Field(None, description="stop when `monitor` stops improving")
+    backup_every_steps: int | None = Field(
+        None, gt=0, description="also back up every N steps, so a killed run resumes mid-epoch (always at epoch ends)"
+    )
+    on_nan: Literal["stop", "rollback"] = Field(
+        "stop", description="non-finite loss: stop (run failed) or roll back to the last backup with a lower lr"
+    )
+    max_rollbacks: int = Field(3, ge=0, description="with on_nan: rollback, give up after this many")
+    rollback_lr_factor: float = Field(0.5, gt=0, lt=1, description="with on_nan: rollback, multiply the lr by this")
     techniques: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="technique name -> parameters (see `nnrun components technique`)"
     )

@@ -18,9 +18,23 @@ def build_data(cfg: RunConfig) -> DataBundle:
     return component.builder(params)
 
 
-def build_model(cfg: RunConfig, data: DataBundle):
-    component, params = _params("model", cfg.model.name, cfg.model.params)
-    return component.builder(params, data)
+def build_techniques(cfg: RunConfig, ctx) -> list:
+    """Technique objects in config order; each sees the others through ctx.techniques."""
+    techniques = []
+    for name, raw in cfg.train.techniques.items():
+        component, params = _params("technique", name, raw)
+        technique = component.builder(params, ctx)
+        ctx.techniques[name] = technique
+        techniques.append(technique)
+    return techniques
+
+
+def build_model(cfg: RunConfig, data: DataBundle, techniques=()):
+    params = dict(cfg.model.params)
+    for technique in techniques:
+        params = technique.model_params(params)
+    component, validated = _params("model", cfg.model.name, params)
+    return component.builder(validated, data)
 
 
 def build_loss(cfg: RunConfig):
@@ -40,23 +54,35 @@ def label_mode(cfg: RunConfig, data: DataBundle) -> str:
 def build_metrics(cfg: RunConfig, data: DataBundle):
     import keras
 
+    if data.task == "pairs":  # per epoch at a fixed threshold; final val_pair_accuracy: engine/metrics.py
+        from nnrun.layers.pairs import PairAccuracy
+
+        _, params = _params("loss", cfg.loss.name, cfg.loss.params)
+        return [PairAccuracy(threshold=getattr(params, "margin", 1.0) / 2, name="half_margin_accuracy")]
     if label_mode(cfg, data) == "sparse":
         return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
     return [keras.metrics.CategoricalAccuracy(name="accuracy")]
 
 
-def build_optimizer(cfg: RunConfig, num_train: int):
+def build_optimizer(cfg: RunConfig, num_train: int, lr_scale: float = 1.0):
     opt = cfg.optimizer
     sched_component, sched_params = _params("schedule", opt.schedule.name, opt.schedule.params)
     steps = steps_per_epoch(num_train, cfg.data.batch_size)
     learning_rate = sched_component.builder(sched_params, opt.learning_rate, steps, cfg.train.epochs)
+    if lr_scale != 1.0:
+        if isinstance(learning_rate, float):
+            learning_rate *= lr_scale
+        else:
+            from nnrun.components.optim.scaled import ScaledSchedule
+
+            learning_rate = ScaledSchedule(learning_rate, lr_scale)
     component, params = _params("optimizer", opt.name, opt.params)
     return component.builder(params, learning_rate, weight_decay=opt.weight_decay, clipnorm=opt.clipnorm)
 
 
-def compile_model(model, cfg: RunConfig, data: DataBundle) -> None:
+def compile_model(model, cfg: RunConfig, data: DataBundle, lr_scale: float = 1.0) -> None:
     model.compile(
-        optimizer=build_optimizer(cfg, len(data.split("train"))),
+        optimizer=build_optimizer(cfg, len(data.split("train")), lr_scale),
         loss=build_loss(cfg),
         metrics=build_metrics(cfg, data),
         jit_compile=cfg.train.jit_compile,

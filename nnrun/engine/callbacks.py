@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 
@@ -16,11 +17,12 @@ def current_lr(optimizer) -> float:
 class MetricsLog(keras.callbacks.Callback):
     """Append one JSON row per epoch to metrics.jsonl: epoch, step, split, every metric, lr, time."""
 
-    def __init__(self, run, steps_per_epoch: int):
+    def __init__(self, run, steps_per_epoch: int, history: list[dict] | None = None, techniques=()):
         super().__init__()
         self.run = run
         self.steps_per_epoch = steps_per_epoch
-        self.history: list[dict] = []
+        self.history: list[dict] = list(history or [])
+        self.techniques = techniques
 
     def on_epoch_begin(self, epoch, logs=None):
         self._t0 = time.perf_counter()
@@ -30,6 +32,8 @@ class MetricsLog(keras.callbacks.Callback):
         logs["learning_rate"] = current_lr(self.model.optimizer)  # TensorBoard logs it too
         row = {"epoch": epoch + 1, "step": (epoch + 1) * self.steps_per_epoch, "split": "train"}
         row.update({k: float(v) for k, v in logs.items()})
+        for technique in self.techniques:
+            row.update(technique.epoch_state(epoch))
         row["epoch_time_s"] = round(time.perf_counter() - self._t0, 3)
         self.history.append(row)
         self.run.append_metrics(row)
@@ -86,3 +90,95 @@ class EpochLines(keras.callbacks.Callback):
         text = "  ".join(f"{k} {float(v):.4f}" for k, v in (logs or {}).items() if k != "learning_rate")
         print(f"epoch {epoch + 1}/{self.epochs}  {text}  ({time.perf_counter() - self._t0:.1f}s)",
               file=sys.stderr, flush=True)
+
+
+class NonFiniteLoss(Exception):
+    def __init__(self, epoch: int, step: int):
+        self.epoch, self.step = epoch, step
+        super().__init__(f"non-finite loss at epoch {epoch} step {step}")
+
+
+class Interrupted(KeyboardInterrupt):
+    """Raised at a batch boundary after a backup was saved for SIGINT/SIGTERM."""
+
+    def __init__(self, signum: int, position: dict):
+        self.signum, self.position = signum, position
+        super().__init__(f"signal {signum} at epoch {position['epoch'] + 1} step {position['step']}")
+
+
+class Backup(keras.callbacks.Callback):
+    """Saves the full training state (snapshot.py): at train start if none exists, at every
+    epoch end, every `every_steps` steps, and when a stop signal is pending. Also stops the
+    run at the first non-finite loss, before anything bad is saved."""
+
+    def __init__(self, directory, steps_per_epoch: int, every_steps: int | None, guard):
+        super().__init__()
+        self.directory, self.steps, self.every, self.guard = directory, steps_per_epoch, every_steps, guard
+
+    def position(self) -> dict:
+        iterations = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        epoch, step = divmod(iterations, self.steps)
+        return {"epoch": epoch, "step": step, "iterations": iterations}
+
+    def save(self, position=None) -> dict:
+        from nnrun.engine import snapshot
+
+        position = position or self.position()
+        snapshot.save(self.model, self.directory, position)
+        return position
+
+    def on_train_begin(self, logs=None):
+        from nnrun.engine import snapshot
+
+        if not snapshot.exists(self.directory):
+            self.save()
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            pos = self.position()
+            raise NonFiniteLoss(pos["epoch"] + 1, pos["step"])
+        if self.guard is not None and self.guard.requested:
+            raise Interrupted(self.guard.requested, self.save())
+        if self.every:
+            pos = self.position()
+            if pos["step"] and pos["step"] % self.every == 0:
+                self.save(pos)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.save()
+
+
+class RestoreMetrics(keras.callbacks.Callback):
+    """Puts back the metric accumulators of a resumed mid-epoch position (Keras resets
+    metrics at each epoch start, after which this runs), so the epoch's metrics are the
+    same as in an uninterrupted run."""
+
+    def __init__(self, directory):
+        super().__init__()
+        self.directory = directory
+
+    def on_epoch_begin(self, epoch, logs=None):
+        from nnrun.engine import snapshot
+
+        snapshot.restore(self.model, self.directory, groups=("metrics",))
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping whose patience counter survives a resume: replays the logged epochs."""
+
+    def __init__(self, history: list[dict], **kwargs):
+        super().__init__(**kwargs)
+        self.replay = [r for r in history if r.get("split") == "train"]
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        for row in self.replay:
+            current = row.get(self.monitor)
+            if current is None:
+                continue
+            if self.best is None or self._is_improvement(current, self.best):
+                self.best, self.wait = current, 0
+            else:
+                self.wait += 1
+        self.replay = []

@@ -21,7 +21,14 @@ def load_checkpoint(run: RunDir, which: str = "best"):
         raise UsageError(f"run has no checkpoint {path.relative_to(run.path)}: {run.path}")
     import keras
 
-    return keras.saving.load_model(path, compile=False, safe_mode=True)
+    from nnrun.layers import load_all
+
+    load_all()  # registers nnrun's custom layers so safe_mode can rebuild them
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except ValueError as exc:  # e.g. a Lambda layer: safe_mode refuses to deserialise code
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"refusing to load {path}: {first}") from None
 
 
 def evaluate(run_dir: str | Path, split: str = "val", checkpoint: str = "best") -> dict:

@@ -1,8 +1,9 @@
 """tf.data input pipelines for in-memory splits.
 
 The training order is a pure function of (seed, epoch): each epoch draws its own stateless
-permutation, so a run resumed at epoch k sees exactly the batches an uninterrupted run sees.
-Batches are gathered from the arrays in one op per batch (no per-example Python or map).
+permutation, and every random choice a technique makes in a batch is keyed on
+(seed, epoch, step). A run resumed at epoch e, step s therefore sees exactly the batches an
+uninterrupted run sees. Batches are gathered from the arrays in one op per batch.
 """
 
 from __future__ import annotations
@@ -21,11 +22,17 @@ def _encode(tf, labels, num_classes: int, label_mode: str):
     return tf.one_hot(labels, num_classes, dtype=tf.float32) if label_mode == "onehot" else labels
 
 
-def train_dataset(split: Split, *, batch_size: int, seed: int, num_classes: int, label_mode: str,
-                  first_epoch: int, last_epoch: int):
-    """Batches for epochs [first_epoch, last_epoch), each epoch in its own seeded order.
+def batch_key(tf, seed: int, epoch, step, salt: int):
+    """Stateless seed for one (epoch, step, technique): independent streams, no hidden state."""
+    key = tf.random.experimental.stateless_fold_in(tf.constant([seed, salt], tf.int64), epoch)
+    return tf.random.experimental.stateless_fold_in(key, step)
 
-    Elements are (images, labels). Keras' fit keeps one iterator across epochs when
+
+def train_dataset(split: Split, *, batch_size: int, seed: int, num_classes: int, label_mode: str,
+                  first_epoch: int, last_epoch: int, skip_steps: int = 0, techniques=()):
+    """Batches for epochs [first_epoch, last_epoch) (after skipping `skip_steps` batches).
+
+    Elements are (inputs, labels). Keras' fit keeps one iterator across epochs when
     steps_per_epoch is given, so epoch e consumes exactly the batches of permutation e.
     """
     import tensorflow as tf
@@ -33,23 +40,44 @@ def train_dataset(split: Split, *, batch_size: int, seed: int, num_classes: int,
     x = tf.constant(split.x)
     y = tf.constant(split.y)
     n = len(split)
+    total = steps_per_epoch(n, batch_size) * batch_size
+    techniques = sorted(techniques, key=lambda t: t.priority)
 
-    def epoch_batches(epoch):
-        keys = tf.random.stateless_uniform([n], seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
-        return tf.data.Dataset.from_tensor_slices(tf.argsort(keys)).batch(batch_size)
+    def epoch_stream(epoch):
+        key = tf.random.experimental.stateless_fold_in(tf.constant([seed, 0], tf.int64), epoch)
+        order = None
+        for t in techniques:
+            order = t.order_for_epoch(epoch, key, n, total)
+            if order is not None:
+                break
+        if order is None:
+            order = tf.argsort(tf.random.stateless_uniform([n], seed=key))
+        batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size).enumerate()
+        return batches.map(lambda step, index: (epoch, step, index))
 
-    def gather(index):
-        return tf.gather(x, index), _encode(tf, tf.gather(y, index), num_classes, label_mode)
+    def make_batch(epoch, step, index):
+        inputs = tf.gather(x, index)
+        labels = _encode(tf, tf.gather(y, index), num_classes, label_mode)
+        for salt, t in enumerate(techniques, start=1):
+            inputs, labels = t.batch_transform(inputs, labels, epoch, batch_key(tf, seed, epoch, step, salt))
+        return inputs, labels
 
-    ds = tf.data.Dataset.range(first_epoch, last_epoch).flat_map(epoch_batches)
-    ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = tf.data.Dataset.range(first_epoch, last_epoch).flat_map(epoch_stream)
+    if skip_steps:
+        ds = ds.skip(skip_steps)
+    ds = ds.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def eval_dataset(split: Split, *, batch_size: int, num_classes: int, label_mode: str):
+def eval_dataset(split: Split, *, batch_size: int, num_classes: int, label_mode: str, techniques=()):
     """Fixed-order batches for validation / test, cached after the first pass."""
     import tensorflow as tf
 
+    def prepare(x, y):
+        for t in techniques:
+            x = t.eval_transform(x)
+        return x, _encode(tf, y, num_classes, label_mode)
+
     ds = tf.data.Dataset.from_tensor_slices((split.x, split.y)).batch(batch_size)
-    ds = ds.map(lambda x, y: (x, _encode(tf, y, num_classes, label_mode)), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.cache().prefetch(tf.data.AUTOTUNE)

@@ -65,7 +65,9 @@ def setup(cfg: RunConfig):
     keras.utils.set_random_seed(cfg.seed)
     if cfg.runtime.deterministic:
         tf.config.experimental.enable_op_determinism()
-    keras.config.set_dtype_policy(cfg.train.precision)
+    from nnrun.components.techniques.mixed_precision import effective_precision
+
+    keras.config.set_dtype_policy(effective_precision(cfg.train))
     return strategy_for(cfg, tf)
 
 

@@ -1,19 +1,26 @@
-"""`nnrun train`: build everything from the resolved config, run Keras fit, record the run."""
+"""`nnrun train`: prepare everything from the resolved config, run Keras fit, record the run.
+
+Order matters: data, techniques and the model are built and checked against each other
+*before* a run directory exists, so a config that cannot train exits 2 and leaves nothing.
+Training then runs in segments of `fit` (a partial epoch first when resuming mid-epoch),
+backing up the full state so a killed, interrupted or NaN-stopped run can continue exactly.
+"""
 
 from __future__ import annotations
 
+import json
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nnrun.config import RunConfig
-from nnrun.engine.rundir import RunDir
-from nnrun.errors import NNRunError, RunFailed
+from nnrun.engine.rundir import RunDir, atomic_write
+from nnrun.errors import ConfigError, NNRunError, RunFailed
 
 FINAL_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread so training unwinds like Ctrl-C (exit 143)."""
+    """SIGTERM outside a training step: unwinds like Ctrl-C (exit 143)."""
 
 
 @dataclass
@@ -25,97 +32,292 @@ class Output:
     epoch_lines: bool  # one plain line per epoch
 
 
-def _on_sigterm(signum, frame):
-    raise Terminated()
+class SignalGuard:
+    """SIGINT/SIGTERM during fit only set a flag; the Backup callback saves at the next batch
+    boundary and stops. Outside fit they interrupt at once."""
+
+    def __init__(self):
+        self.requested: int | None = None
+        self.in_fit = False
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self.in_fit and self.requested is None:
+            self.requested = signum
+            return
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (library use): leave signals alone
+                pass
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
-def train(cfg: RunConfig, argv: list[str], out: Output) -> RunDir:
-    """Create the run directory, train, and leave it completed, failed or interrupted."""
-    run = RunDir.create(cfg)
-    run.start(cfg, argv)
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
-        final = _fit(cfg, run, out)
-    except Terminated:
-        run.finish("interrupted", reason="terminated (SIGTERM)")
-        raise
-    except KeyboardInterrupt:
-        run.finish("interrupted", reason="interrupted (SIGINT)")
-        raise
-    except NNRunError as exc:
-        run.finish("failed", reason=str(exc))
-        raise RunFailed(f"{exc} (run directory: {run.path})") from exc
-    except Exception as exc:  # noqa: BLE001 - any failure is recorded, then reported in one line
-        reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-        run.finish("failed", reason=reason)
-        raise RunFailed(f"{reason} (run directory: {run.path})") from exc
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    run.finish("completed", final_metrics=final)
-    return run
+@dataclass
+class Prepared:
+    cfg: RunConfig
+    data: object
+    model: object
+    labels: str
+    steps: int
+    techniques: list
+    ctx: object
+    strategy: object
+    extras: dict = field(default_factory=dict)
 
 
-def _fit(cfg: RunConfig, run: RunDir, out: Output) -> dict:
+def prepare(cfg: RunConfig, run_dir=None, lr_scale: float = 1.0) -> Prepared:
+    """Build data, techniques and model and check they fit together (ConfigError if not)."""
     from nnrun.engine import runtime
 
     strategy = runtime.setup(cfg)
-    import keras
+    from nnrun.components.techniques.base import TechniqueContext
+    from nnrun.engine import build, pipeline, snapshot
 
-    from nnrun.engine import build, callbacks, pipeline, plots
-
-    env = runtime.versions_and_device()
-    run.update(versions={**run.read().get("versions", {}), **env["versions"]}, device=env["device"],
-               precision=cfg.train.precision, techniques=sorted(cfg.train.techniques))
     data = build.build_data(cfg)
-    train_split, val_split = data.split("train"), data.split("val")
+    train_split = data.split("train")
+    if len(train_split) == 0 or len(data.split("val")) == 0:
+        raise ConfigError("the data set has an empty train or val split", "data")
+    if cfg.data.batch_size > len(train_split):
+        raise ConfigError(
+            f"{cfg.data.batch_size} is larger than the training set ({len(train_split)} examples)", "data.batch_size"
+        )
     labels = build.label_mode(cfg, data)
     steps = pipeline.steps_per_epoch(len(train_split), cfg.data.batch_size)
-    train_ds = pipeline.train_dataset(
-        train_split, batch_size=cfg.data.batch_size, seed=cfg.seed, num_classes=data.num_classes,
-        label_mode=labels, first_epoch=0, last_epoch=cfg.train.epochs,
+    ctx = TechniqueContext(
+        epochs=cfg.train.epochs, batch_size=cfg.data.batch_size, steps_per_epoch=steps,
+        image_size=data.input_shape[0] if len(data.input_shape) == 3 else None, label_mode=labels, run_dir=run_dir,
     )
-    val_ds = pipeline.eval_dataset(
-        val_split, batch_size=cfg.data.eval_batch_size or cfg.data.batch_size,
-        num_classes=data.num_classes, label_mode=labels,
-    )
+    techniques = build.build_techniques(cfg, ctx)
     with strategy.scope():
-        model = build.build_model(cfg, data)
-        build.compile_model(model, cfg, data)
-    run.update(model={"name": cfg.model.name, "parameters": int(model.count_params())})
+        try:
+            model = build.build_model(cfg, data, techniques)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{cfg.model.name} cannot be built for data set {cfg.data.dataset!r} "
+                              f"(inputs {tuple(data.input_shape)}): {_first_line(exc)}", "model") from None
+        build.compile_model(model, cfg, data, lr_scale)
+        sample = next(iter(pipeline.train_dataset(
+            train_split, batch_size=cfg.data.batch_size, seed=cfg.seed, num_classes=data.num_classes,
+            label_mode=labels, first_epoch=0, last_epoch=1, techniques=techniques)))
+        try:
+            snapshot.build_for_restore(model, sample)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"model {cfg.model.name!r} does not fit data set {cfg.data.dataset!r}: "
+                              f"{_first_line(exc)}", "model") from None
+    return Prepared(cfg, data, model, labels, steps, techniques, ctx, strategy)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def train(cfg: RunConfig, argv: list[str], out: Output, resume: RunDir | None = None) -> RunDir:
+    """Train a new run (or continue `resume`) and leave it completed, failed or interrupted."""
+    prepared = prepare(cfg, run_dir=resume.path if resume else None)
+    if resume is None:
+        run = RunDir.create(cfg)
+        run.start(cfg, argv)
+    else:
+        run = resume
+        history = run.read().get("resumes", [])
+        run.update(status="running", reason=None, resumes=history + [{"argv": argv}])
+    prepared.ctx.run_dir = run.path
+    with SignalGuard() as guard:
+        try:
+            final = _fit(prepared, run, out, guard)
+        except KeyboardInterrupt as exc:
+            from nnrun.engine.callbacks import Interrupted
+
+            if isinstance(exc, Interrupted):
+                name = signal.Signals(exc.signum).name
+                pos = exc.position
+                run.finish("interrupted", reason=f"{name} at epoch {pos['epoch'] + 1} step {pos['step']}",
+                           interrupted_at=pos)
+                raise (Terminated() if exc.signum == signal.SIGTERM else KeyboardInterrupt()) from None
+            run.finish("interrupted", reason="SIGTERM" if isinstance(exc, Terminated) else "SIGINT")
+            raise
+        except NNRunError as exc:
+            run.finish("failed", reason=str(exc))
+            raise RunFailed(f"{exc} (run directory: {run.path})") from exc
+        except Exception as exc:  # noqa: BLE001 - any failure is recorded, then reported in one line
+            reason = f"{type(exc).__name__}: {_first_line(exc)}"
+            run.finish("failed", reason=reason)
+            raise RunFailed(f"{reason} (run directory: {run.path})") from exc
+    run.finish("completed", final_metrics=final)
+    try:  # report.html; a report that cannot be drawn must not fail a finished run
+        from nnrun.engine.report import write_report
+
+        write_report(run.path)
+    except Exception:  # noqa: BLE001
+        pass
+    return run
+
+
+def _truncate_metrics(run: RunDir, epochs_done: int) -> list[dict]:
+    """Drop epoch rows logged after the backup we resume from (they will be logged again)."""
+    rows = run.read_metrics()
+    kept = [r for r in rows if r.get("split") != "train" or r.get("epoch", 0) <= epochs_done]
+    if len(kept) != len(rows) or run.metrics.exists():
+        atomic_write(run.metrics, "".join(json.dumps(r) + "\n" for r in kept))
+    return kept
+
+
+def _fit(p: Prepared, run: RunDir, out: Output, guard: SignalGuard) -> dict:
+    from nnrun.components.techniques.mixed_precision import effective_precision
+    from nnrun.engine import build, runtime, snapshot
+
+    cfg = p.cfg
+    env = runtime.versions_and_device()
+    run.update(
+        versions={**run.read().get("versions", {}), **env["versions"]}, device=env["device"],
+        precision=effective_precision(cfg.train), dtype_policy=p.model.dtype_policy.name,
+        techniques={t_name: t.record() for t_name, t in p.ctx.techniques.items()},
+        model={"name": cfg.model.name, "parameters": int(p.model.count_params())},
+    )
+    backup_dir = run.checkpoints / "backup"
+    rollbacks = list(run.read().get("rollbacks", []))
+    lr_scale = cfg.train.rollback_lr_factor ** len(rollbacks)
+    while True:
+        try:
+            return _fit_segments(p, run, out, guard, backup_dir)
+        except Exception as exc:
+            from nnrun.engine.callbacks import NonFiniteLoss
+
+            if not isinstance(exc, NonFiniteLoss):
+                raise
+            if cfg.train.on_nan != "rollback" or len(rollbacks) >= cfg.train.max_rollbacks:
+                raise RunFailed(str(exc)) from None
+            lr_scale *= cfg.train.rollback_lr_factor
+            rollbacks.append({"epoch": exc.epoch, "step": exc.step, "lr_scale": lr_scale})
+            run.update(rollbacks=rollbacks)
+            with p.strategy.scope():
+                p.model.optimizer = None
+                build.compile_model(p.model, cfg, p.data, lr_scale)
+                snapshot.build_for_restore(p.model, _sample(p))
+
+
+def warmup_loss_scores(p: Prepared, epochs: int):
+    """Per-example training loss of a fresh model trained `epochs` epochs without techniques
+    (curriculum difficulty "loss"): scored once per run."""
+    import keras
+    import numpy as np
+
+    from nnrun.engine import build, pipeline
+
+    split = p.data.split("train")
+    with p.strategy.scope():
+        model = build.build_model(p.cfg, p.data)
+        build.compile_model(model, p.cfg, p.data)
+    ds = pipeline.train_dataset(split, batch_size=p.cfg.data.batch_size, seed=p.cfg.seed + 1,
+                                num_classes=p.data.num_classes, label_mode=p.labels, first_epoch=0, last_epoch=epochs)
+    model.fit(ds, epochs=epochs, steps_per_epoch=p.steps, verbose=0, shuffle=False)
+    plain = pipeline.eval_dataset(split, batch_size=p.cfg.data.batch_size, num_classes=p.data.num_classes,
+                                  label_mode=p.labels)
+    logits = model.predict(plain, verbose=0)
+    targets = np.concatenate([y for _, y in plain.as_numpy_iterator()])
+    loss = keras.losses.get(p.model.loss) if isinstance(p.model.loss, str) else p.model.loss
+    per_example = loss.__class__(**{**loss.get_config(), "reduction": None})
+    return np.asarray(per_example(targets, logits))
+
+
+def _sample(p: Prepared):
+    from nnrun.engine import pipeline
+
+    return next(iter(pipeline.train_dataset(
+        p.data.split("train"), batch_size=p.cfg.data.batch_size, seed=p.cfg.seed, num_classes=p.data.num_classes,
+        label_mode=p.labels, first_epoch=0, last_epoch=1, techniques=p.techniques)))
+
+
+def _fit_segments(p: Prepared, run: RunDir, out: Output, guard: SignalGuard, backup_dir) -> dict:
+    import keras
+
+    from nnrun.engine import callbacks, pipeline, plots, snapshot
+
+    cfg, model = p.cfg, p.model
+    epochs, steps = cfg.train.epochs, p.steps
+    start = {"epoch": 0, "step": 0}
+    if snapshot.exists(backup_dir):
+        start = snapshot.restore(model, backup_dir, groups=("model", "optimizer"))
+    history = _truncate_metrics(run, start["epoch"])
+    if start["epoch"] >= epochs:
+        raise RunFailed(f"nothing to do: the backup is at epoch {start['epoch']} of {epochs}")
+    for technique in p.techniques:
+        technique.prepare(p.ctx, p.data, lambda epochs: warmup_loss_scores(p, epochs))
 
     run.checkpoints.mkdir(exist_ok=True)
-    metrics_log = callbacks.MetricsLog(run, steps)
-    cbs = [
+    train_history = [r for r in history if r.get("split") == "train"]
+    monitor = cfg.train.monitor
+    mode = "max" if "acc" in monitor else "min"
+    seen = [r[monitor] for r in train_history if monitor in r]
+    best_so_far = (max(seen) if mode == "max" else min(seen)) if seen else None
+    metrics_log = callbacks.MetricsLog(run, steps, history=train_history, techniques=p.techniques)
+    backup = callbacks.Backup(backup_dir, steps, cfg.train.backup_every_steps, guard)
+    common = [
         metrics_log,
-        keras.callbacks.ModelCheckpoint(run.checkpoints / "best.keras", monitor=cfg.train.monitor,
-                                        save_best_only=True, mode="auto"),
+        keras.callbacks.ModelCheckpoint(run.checkpoints / "best.keras", monitor=monitor, save_best_only=True,
+                                        mode=mode, initial_value_threshold=best_so_far),
         keras.callbacks.ModelCheckpoint(run.checkpoints / "last.keras"),
         keras.callbacks.TensorBoard(log_dir=str(run.tensorboard), write_graph=False),
-        keras.callbacks.TerminateOnNaN(),
     ]
+    early = None
     if cfg.train.early_stopping:
         es = cfg.train.early_stopping
-        cbs.append(keras.callbacks.EarlyStopping(monitor=es.monitor, patience=es.patience, min_delta=es.min_delta))
+        early = callbacks.ResumableEarlyStopping(train_history, monitor=es.monitor, patience=es.patience,
+                                                 min_delta=es.min_delta)
+        common.append(early)
+    common.append(backup)  # last: an epoch is backed up only after it is logged and checkpointed
     if out.progress:
-        cbs.append(callbacks.RichProgress(cfg.train.epochs, steps, out.console))
+        common.append(callbacks.RichProgress(epochs, steps, out.console))
     elif out.epoch_lines:
-        cbs.append(callbacks.EpochLines(cfg.train.epochs))
+        common.append(callbacks.EpochLines(epochs))
 
-    model.fit(train_ds, epochs=cfg.train.epochs, steps_per_epoch=steps, validation_data=val_ds,
-              callbacks=cbs, verbose=0, shuffle=False)
+    val_ds = pipeline.eval_dataset(
+        p.data.split("val"), batch_size=cfg.data.eval_batch_size or cfg.data.batch_size,
+        num_classes=p.data.num_classes, label_mode=p.labels, techniques=p.techniques,
+    )
+    segments = []
+    if start["step"]:
+        segments.append((start["epoch"], start["epoch"] + 1, start["step"]))  # finish the broken epoch
+        start_full = start["epoch"] + 1
+    else:
+        start_full = start["epoch"]
+    if start_full < epochs:
+        segments.append((start_full, epochs, 0))
+    guard.in_fit = True
+    try:
+        for first, last, skip in segments:
+            train_ds = pipeline.train_dataset(
+                p.data.split("train"), batch_size=cfg.data.batch_size, seed=cfg.seed,
+                num_classes=p.data.num_classes, label_mode=p.labels, first_epoch=first, last_epoch=last,
+                skip_steps=skip, techniques=p.techniques,
+            )
+            extra = [callbacks.RestoreMetrics(backup_dir)] if skip else []
+            model.fit(train_ds, initial_epoch=first, epochs=last, steps_per_epoch=steps - skip if skip else steps,
+                      validation_data=val_ds, callbacks=extra + common, verbose=0, shuffle=False)
+            if early is not None and early.stopped_epoch:
+                break
+    finally:
+        guard.in_fit = False
 
-    history = metrics_log.history
     plots.learning_curves(run.read_metrics(), run.plots / "learning_curves.png", title=cfg.name)
+    history = metrics_log.history
     if not history:
         raise RunFailed("no epoch completed")
-    last = history[-1]
-    if any(k in last and last[k] != last[k] for k in ("loss", "val_loss")):
-        raise RunFailed(f"non-finite loss at epoch {last['epoch']}")
-    final = {k: last[k] for k in FINAL_KEYS if k in last}
-    monitor = cfg.train.monitor
+    last_row = history[-1]
+    final = {k: last_row[k] for k in FINAL_KEYS if k in last_row}
     if any(monitor in r for r in history):
-        pick = max if "acc" in monitor else min
-        best = pick(history, key=lambda r: r.get(monitor, float("nan")))
+        pick = max if mode == "max" else min
+        best = pick((r for r in history if monitor in r), key=lambda r: r[monitor])
         final[f"best_{monitor}"] = best[monitor]
         final["best_epoch"] = best["epoch"]
+    from nnrun.engine.metrics import final_metrics  # per-class recall / balanced acc, or pair accuracy
+    final.update(final_metrics(model, p.data, cfg))
     return final

@@ -1,0 +1,52 @@
+"""The hooks a technique may implement. Every hook is a pure function of the run seed, the
+epoch and the step, so an interrupted run that resumes at any step replays the same batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class TechniqueContext:
+    """What techniques may read about the run (filled by the engine)."""
+
+    epochs: int
+    batch_size: int
+    steps_per_epoch: int
+    image_size: int | None
+    label_mode: str
+    techniques: dict = field(default_factory=dict)  # name -> Technique, for techniques that cooperate
+    run_dir: Any = None
+
+
+class Technique:
+    name = "technique"
+    priority = 50  # batch transforms run in ascending priority (resize before mixing)
+
+    def prepare(self, ctx: TechniqueContext, data, build_model) -> None:
+        """Once per run, before training (e.g. score curriculum difficulty)."""
+
+    def epoch_state(self, epoch: int) -> dict:
+        """Per-epoch state logged to metrics.jsonl (0-based epoch)."""
+        return {}
+
+    def order_for_epoch(self, epoch, key, n: int, total: int):
+        """Indices (tf tensor, length `total`) to draw this epoch, or None for the default order."""
+        return None
+
+    def batch_transform(self, images, labels, epoch, key):
+        """In-graph transform of one batch; `key` is a stateless seed for this (epoch, step)."""
+        return images, labels
+
+    def eval_transform(self, images):
+        """Transform of validation/test batches (e.g. the final image size)."""
+        return images
+
+    def model_params(self, params: dict) -> dict:
+        """Adjust the model's parameters before it is built."""
+        return params
+
+    def record(self) -> dict:
+        """What run.json records about this technique."""
+        return {}

@@ -1,0 +1,69 @@
+"""Checks before `nnrun train --resume RUN_DIR`: which config to continue with, and whether
+the run can be continued at all. TensorFlow-free."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+from nnrun.config import RunConfig, load_config, resolve, to_yaml
+from nnrun.config.loader import read_yaml_file
+from nnrun.engine import snapshot
+from nnrun.engine.rundir import CONFIG_YAML, RunDir, atomic_write
+from nnrun.errors import ConfigError, UsageError
+
+
+def flatten(data, prefix: str = "") -> dict:
+    if isinstance(data, dict):
+        out = {}
+        for key, value in data.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out or {prefix[:-1]: {}}
+    return {prefix[:-1]: data}
+
+
+def config_changes(old: RunConfig, new: RunConfig) -> list[str]:
+    a, b = flatten(old.model_dump(mode="json")), flatten(new.model_dump(mode="json"))
+    return sorted(k for k in set(a) | set(b) if a.get(k, "<absent>") != b.get(k, "<absent>"))
+
+
+def _alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (OSError, TypeError, ValueError):
+        return False
+    return True
+
+
+def prepare_resume(run_dir: str | Path, config: Path | None, overrides: list[str],
+                   allow_change: list[str]) -> tuple[RunDir, RunConfig]:
+    run = RunDir.open(run_dir)
+    record = run.read()
+    original = resolve(read_yaml_file(run.path / CONFIG_YAML))
+    cfg = original
+    changes: list[str] = []
+    if config is not None or overrides:
+        cfg = load_config(config or run.path / CONFIG_YAML, overrides)
+        changes = config_changes(original, cfg)
+        refused = [k for k in changes if not any(k == a or k.startswith(a + ".") for a in allow_change)]
+        if refused:
+            raise ConfigError(
+                f"the config differs from the run's in {', '.join(refused)}; "
+                f"pass --allow-change KEY for each change you mean", "--resume"
+            )
+    status = record.get("status")
+    if status == "running" and record.get("host") == platform.node() and _alive(record.get("pid")):
+        raise UsageError(f"run is still running (pid {record.get('pid')}): {run.path}")
+    if not snapshot.exists(run.checkpoints / "backup"):
+        raise UsageError(f"run has no backup to resume from (checkpoints/backup/state.npz): {run.path}")
+    done = snapshot.read_position(run.checkpoints / "backup")
+    if done["epoch"] >= cfg.train.epochs:
+        raise UsageError(
+            f"run already finished its {cfg.train.epochs} epochs; to train longer: "
+            f"--resume {run.path} --set train.epochs=N --allow-change train.epochs"
+        )
+    if changes:
+        atomic_write(run.path / CONFIG_YAML, to_yaml(cfg))
+        run.update(config_changes=record.get("config_changes", []) + [changes])
+    return run, cfg
