@@ -15,15 +15,27 @@ from pydantic import BaseModel, ConfigDict
 
 from nnrun.errors import ConfigError
 
-KINDS = ("dataset", "model", "loss", "optimizer", "schedule", "technique")
+KINDS = ("dataset", "model", "loss", "optimizer", "schedule", "technique", "layer")
 
 # Modules that declare components; importing them fills the tables.
 CATALOG = (
     "nnrun.components.data.shapes",
     "nnrun.components.models.resnet",
     "nnrun.components.losses.crossentropy",
+    "nnrun.components.data.sequences",
+    "nnrun.components.data.pairs",
+    "nnrun.components.models.transformer",
+    "nnrun.components.models.siamese",
+    "nnrun.components.losses.focal",
+    "nnrun.components.losses.contrastive",
+    "nnrun.layers.catalog",
     "nnrun.components.optim.optimizers",
     "nnrun.components.optim.schedules",
+    "nnrun.components.techniques.mixup",
+    "nnrun.components.techniques.curriculum",
+    "nnrun.components.techniques.progressive_resizing",
+    "nnrun.components.techniques.stochastic_depth",
+    "nnrun.components.techniques.mixed_precision",
 )
 
 
