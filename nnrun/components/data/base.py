@@ -33,3 +33,11 @@ class DataBundle:
 
             raise UsageError(f"data set has no {name!r} split; it has: {', '.join(self.splits)}")
         return self.splits[name]
+
+
+def standard_splits(generate, p) -> dict[str, Split]:
+    """train/val (and test when num_test > 0) of a seeded generator `generate(n, p, stream)`."""
+    splits = {"train": generate(p.num_train, p, 0), "val": generate(p.num_val, p, 1)}
+    if p.num_test:
+        splits["test"] = generate(p.num_test, p, 2)
+    return splits

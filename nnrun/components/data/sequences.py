@@ -13,21 +13,20 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field, model_validator
 
-from nnrun.components.data.base import DataBundle, Split
+from nnrun.components.data.base import DataBundle, Split, standard_splits
+from nnrun.components.data.shapes import SplitSizes
 from nnrun.registry import Params, register
 
 PAD, TOKEN_A, TOKEN_B = 0, 1, 2
 CLASS_NAMES = ["b_before_a", "a_before_b"]
 
 
-class SequencesParams(Params):
+class SequencesParams(SplitSizes):
     num_train: int = Field(4000, gt=0, le=1_000_000, description="training sequences")
     num_val: int = Field(1000, gt=0, le=1_000_000, description="validation sequences")
-    num_test: int = Field(0, ge=0, le=1_000_000, description="test sequences (0: no test split)")
     vocab_size: int = Field(16, ge=4, le=100_000, description="token ids 0..vocab_size-1 (0 pad, 1 A, 2 B, rest filler)")
     min_length: int = Field(6, ge=2, description="shortest sequence (before padding)")
     max_length: int = Field(24, ge=2, le=4096, description="longest sequence; every sequence is padded to it")
-    seed: int = Field(0, ge=0, description="data seed (independent of the run seed)")
 
     @model_validator(mode="after")
     def _check(self):
@@ -64,8 +63,6 @@ def generate(n: int, p: SequencesParams, stream: int) -> Split:
 @register("dataset", "sequences", SequencesParams)
 def build(p: SequencesParams) -> DataBundle:
     """Padded token sequences labelled "A before B" (order-dependent: bag-of-tokens is at chance)."""
-    splits = {"train": generate(p.num_train, p, 0), "val": generate(p.num_val, p, 1)}
-    if p.num_test:
-        splits["test"] = generate(p.num_test, p, 2)
+    splits = standard_splits(generate, p)
     meta = {"vocab_size": p.vocab_size, "max_length": p.max_length, "pad_id": PAD}
     return DataBundle(splits, (p.max_length,), 2, list(CLASS_NAMES), meta=meta)

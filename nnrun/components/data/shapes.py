@@ -12,35 +12,49 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from nnrun.components.data.base import DataBundle, Split
+from nnrun.components.data.base import DataBundle, Split, standard_splits
 from nnrun.registry import Params, register
 
 SHAPES = ("circle", "square", "triangle", "cross")
 _CHUNK = 512
 
 
-class ShapesParams(Params):
-    num_train: int = Field(2000, gt=0, le=1_000_000, description="training images")
-    num_val: int = Field(500, gt=0, le=1_000_000, description="validation images")
-    num_test: int = Field(0, ge=0, le=1_000_000, description="test images (0: no test split)")
+class SplitSizes(Params):
+    """Sizes of the splits of a built-in synthetic data set (examples, or pairs for `pairs`)."""
+
+    num_train: int = Field(2000, gt=0, le=1_000_000, description="training examples")
+    num_val: int = Field(500, gt=0, le=1_000_000, description="validation examples")
+    num_test: int = Field(0, ge=0, le=1_000_000, description="test examples (0: no test split)")
+    seed: int = Field(0, ge=0, description="data seed (independent of the run seed)")
+
+
+class ShapeLook(SplitSizes):
+    """How the shape images look (shared by `shapes` and `pairs`)."""
+
     image_size: int = Field(32, ge=8, le=512, description="height and width in pixels")
     classes: list[Literal["circle", "square", "triangle", "cross"]] = Field(
         list(SHAPES), min_length=2, description="which shapes, in label order"
     )
-    class_balance: list[float] | None = Field(
-        None, description="relative class frequencies, e.g. [0.9, 0.05, 0.05]; default balanced"
-    )
     min_scale: float = Field(0.3, gt=0, le=1, description="smallest object diameter / image size")
     max_scale: float = Field(0.6, gt=0, le=1, description="largest object diameter / image size")
     noise: float = Field(0.08, ge=0, le=1, description="std of background pixel noise")
-    seed: int = Field(0, ge=0, description="data seed (independent of the run seed)")
 
     @model_validator(mode="after")
-    def _check(self):
+    def _check_look(self):
         if len(set(self.classes)) != len(self.classes):
             raise ValueError("classes must not repeat")
         if self.min_scale > self.max_scale:
             raise ValueError(f"min_scale {self.min_scale} > max_scale {self.max_scale}")
+        return self
+
+
+class ShapesParams(ShapeLook):
+    class_balance: list[float] | None = Field(
+        None, description="relative class frequencies, e.g. [0.9, 0.05, 0.05]; default balanced"
+    )
+
+    @model_validator(mode="after")
+    def _check(self):
         if self.class_balance is not None:
             if len(self.class_balance) != len(self.classes):
                 raise ValueError(
@@ -113,7 +127,4 @@ def generate(n: int, p: ShapesParams, stream: int, labels: np.ndarray | None = N
 @register("dataset", "shapes", ShapesParams)
 def build(p: ShapesParams) -> DataBundle:
     """Synthetic shapes (circle/square/triangle/cross) with object masks; needs no download."""
-    splits = {"train": generate(p.num_train, p, 0), "val": generate(p.num_val, p, 1)}
-    if p.num_test:
-        splits["test"] = generate(p.num_test, p, 2)
-    return DataBundle(splits, (p.image_size, p.image_size, 3), len(p.classes), list(p.classes))
+    return DataBundle(standard_splits(generate, p), (p.image_size, p.image_size, 3), len(p.classes), list(p.classes))
