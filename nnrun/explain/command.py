@@ -1,0 +1,213 @@
+"""`nnrun explain`: load a run's checkpoint and data, explain N images, write maps and figures.
+
+Everything that can be checked without TensorFlow (method, options, run directory, checkpoint
+file, split, class index) is checked first, so a bad request fails in well under a second.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from nnrun import registry
+from nnrun.errors import ConfigError, UsageError
+from nnrun.explain.base import outputs_of, validate_options
+
+
+def parse_target(target: str) -> str | int:
+    """'predicted', 'true' or a class index."""
+    if target in ("predicted", "true"):
+        return target
+    try:
+        return int(target)
+    except ValueError:
+        raise UsageError(f"--target must be predicted, true or a class index, got {target!r}") from None
+
+
+def resolve_targets(spec: str | int, predicted: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Per-image target classes for a --target spec."""
+    if spec == "predicted":
+        return np.asarray(predicted, np.int32)
+    if spec == "true":
+        return np.asarray(labels, np.int32)
+    if not 0 <= spec < num_classes:
+        raise UsageError(f"--target {spec} is out of range: the model has {num_classes} classes (0..{num_classes - 1})")
+    return np.full(len(predicted), spec, np.int32)
+
+
+def explainer_component(method: str, options: dict):
+    """The registered explainer and its validated params from the command-line options."""
+    try:
+        component = registry.get("explainer", method)
+    except ConfigError as exc:
+        raise UsageError(f"--method: {exc}") from None
+    options = {k: v for k, v in options.items() if v is not None}
+    fields = component.params.model_fields
+    if "base_params" in fields:  # a wrapper (smoothgrad): options it does not take go to its base
+        own = {k: v for k, v in options.items() if k in fields}
+        own["base_params"] = {k: v for k, v in options.items() if k not in fields}
+        options = own
+    return component, validate_options(component, options)
+
+
+def _clean(value):
+    """JSON-safe: NaN -> null, numpy scalars -> Python."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _class(index: int, names: list[str]) -> dict:
+    return {"index": int(index), "name": names[index] if index < len(names) else str(index)}
+
+
+def explain(run_dir: str | Path, method: str, *, layer: str | None = None, num_images: int = 16,
+            split: str = "val", target: str = "predicted", steps: int | None = None, batch_size: int = 32,
+            output: str | Path | None = None, baseline: str | None = None, samples: int | None = None,
+            noise: float | None = None, base: str | None = None, sanity_check: bool = False,
+            checkpoint: str = "best") -> dict:
+    """Explain the first `num_images` images of `split`; returns the manifest (with its path)."""
+    from nnrun.engine.build import build_data
+    from nnrun.engine.evaluate import load_checkpoint, load_run_config
+    from nnrun.engine.rundir import RunDir, atomic_write
+
+    component, params = explainer_component(
+        method, {"layer": layer, "steps": steps, "baseline": baseline, "samples": samples, "noise": noise, "base": base})
+    spec = parse_target(target)
+    if num_images < 1 or batch_size < 1:
+        raise UsageError("--num-images and --batch-size must be >= 1")
+    if checkpoint not in ("best", "last"):
+        raise UsageError(f"--checkpoint must be best or last, got {checkpoint!r}")
+    run = RunDir.open(run_dir)
+    if not (run.checkpoints / f"{checkpoint}.keras").is_file():
+        raise UsageError(f"run has no checkpoint checkpoints/{checkpoint}.keras (did training finish?): {run.path}")
+    cfg = load_run_config(run)
+    data = build_data(cfg)
+    if data.task != "classification":
+        raise UsageError(f"explain needs a classification run; {cfg.data.dataset} is a {data.task} data set")
+    part = data.split(split)
+    n = min(num_images, len(part))
+    x, labels = part.x[:n].astype(np.float32), part.y[:n].astype(np.int32)
+    if isinstance(spec, int):
+        resolve_targets(spec, labels, labels, data.num_classes)  # range check before loading TensorFlow
+
+    from nnrun.engine import runtime
+
+    runtime.setup(cfg)
+    model = load_checkpoint(run, checkpoint)
+    probs = _softmax(outputs_of(model, x, batch_size))
+    predicted = probs.argmax(axis=1)
+    targets = resolve_targets(spec, predicted, labels, data.num_classes)
+
+    start = time.perf_counter()
+    explainer = component.builder(params, model)
+    result = explainer.explain(x, targets, batch_size)
+    seconds = time.perf_counter() - start
+
+    per_image = {k: np.asarray(v, np.float64) for k, v in result.per_image.items()}
+    summary: dict = {"accuracy": float(np.mean(predicted == labels))}
+    masks = part.masks[:n] if part.masks is not None else None
+    if masks is not None:
+        per_image.update(_mask_checks(result.heatmap, masks, summary))
+    if "completeness_error" in per_image:
+        errors = per_image["completeness_error"]
+        summary["completeness_error_max"] = float(np.nanmax(errors)) if np.isfinite(errors).any() else None
+        summary["completeness_error_mean"] = float(np.nanmean(errors)) if np.isfinite(errors).any() else None
+    if sanity_check:
+        per_image["sanity_rank_correlation"] = _sanity(component, params, model, x, targets, batch_size,
+                                                       result.heatmap, cfg.seed, summary)
+
+    out = Path(output) if output else run.path / "explain" / method
+    out.mkdir(parents=True, exist_ok=True)
+    _remove_previous(out)
+    names = data.class_names
+    images = []
+    titles = []
+    from nnrun.explain import render
+
+    for i in range(n):
+        stem = f"{split}_{i:05d}"
+        np.save(out / f"{stem}.npy", result.raw[i])
+        title = (f"true {_class(labels[i], names)['name']} | pred {_class(predicted[i], names)['name']} "
+                 f"({probs[i, predicted[i]]:.2f})")
+        if targets[i] != predicted[i]:
+            title += f"\ntarget {_class(targets[i], names)['name']} ({probs[i, targets[i]]:.2f})"
+        titles.append(title)
+        render.overlay(out / f"{stem}.png", x[i], result.heatmap[i], title)
+        images.append({
+            "index": i, "heatmap": f"{stem}.npy", "overlay": f"{stem}.png",
+            "true": _class(labels[i], names), "predicted": _class(predicted[i], names),
+            "probability": float(probs[i, predicted[i]]),
+            "target": _class(targets[i], names), "target_probability": float(probs[i, targets[i]]),
+            **{k: (bool(v[i]) if k == "pointing_hit" else float(v[i])) for k, v in per_image.items()},
+        })
+    render.grid(out / "grid.png", x, result.heatmap, titles, f"{method} - {run.path.name} [{split}]")
+
+    manifest = _clean({
+        "method": method, "run": str(run.path), "checkpoint": checkpoint, "split": split, "num_images": n,
+        "target": spec, "params": params.model_dump(), "explainer": explainer.info, "raw": explainer.raw_description,
+        "batch_size": batch_size, "explain_time_s": round(seconds, 3), "summary": summary, "images": images,
+        "grid": "grid.png",
+    })
+    atomic_write(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    manifest["output"] = str(out)
+    return manifest
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.asarray(logits, np.float64)
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def _mask_checks(heatmaps, masks, summary) -> dict:
+    from nnrun.explain import checks
+
+    hits = checks.pointing_hits(heatmaps, masks)
+    energy = checks.energy_in_mask(heatmaps, masks)
+    area = masks.reshape(len(masks), -1).mean(axis=1)
+    summary.update({
+        "pointing_game": float(hits.mean()),
+        "pointing_tolerance_px": checks.tolerance(*heatmaps.shape[1:3]),
+        "energy_in_mask": float(np.nanmean(energy)) if np.isfinite(energy).any() else None,
+        "mask_area_fraction": float(area.mean()),
+    })
+    return {"pointing_hit": hits, "energy_in_mask": energy}
+
+
+def _sanity(component, params, model, x, targets, batch_size, heatmaps, seed, summary) -> np.ndarray:
+    """Randomisation test: the same explainer on a re-initialised copy of the model."""
+    from nnrun.explain import checks
+
+    random_maps = component.builder(params, checks.randomised_model(model, seed)).explain(x, targets, batch_size).heatmap
+    rho = np.array([checks.spearman(a, b) for a, b in zip(heatmaps, random_maps)])
+    defined = np.isfinite(rho)
+    summary.update({
+        "sanity_rank_correlation": float(np.mean(rho[defined])) if defined.any() else None,
+        "sanity_rank_correlation_max": float(np.max(rho[defined])) if defined.any() else None,
+        "sanity_undefined": int((~defined).sum()),  # a constant map has no ranking to correlate
+    })
+    return rho
+
+
+def _remove_previous(out: Path) -> None:
+    """Delete the files an earlier manifest in `out` listed (never anything else)."""
+    try:
+        old = json.loads((out / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return
+    for item in old.get("images", []):
+        for key in ("heatmap", "overlay"):
+            name = str(item.get(key, ""))
+            if name and "/" not in name and "\\" not in name and not name.startswith("."):
+                (out / name).unlink(missing_ok=True)

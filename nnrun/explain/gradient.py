@@ -1,0 +1,35 @@
+"""`gradient`: plain input gradients of the target score (Simonyan et al. 2014).
+
+Noisy on its own; it is what SmoothGrad averages by default.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field
+
+from nnrun.explain.base import Explainer, Score, gradient_fn
+from nnrun.registry import Params, register
+
+
+class GradientParams(Params):
+    score: Score = Field("logit", description="differentiated score: the logit or the softmax probability")
+
+
+class Gradient(Explainer):
+    raw_description = "input gradients (H, W, C) of the target score"
+
+    def __init__(self, model, score: Score):
+        super().__init__(model)
+        self.grad = gradient_fn(model, score)
+        self.info = {"score": score}
+
+    def attribute(self, x, targets, batch_size):
+        return np.concatenate([self.grad(x[i:i + batch_size], targets[i:i + batch_size])[1].numpy()
+                               for i in range(0, len(x), batch_size)])
+
+
+@register("explainer", "gradient", GradientParams)
+def build(p: GradientParams, model):
+    """Input gradients of the target class score (saliency); the default base of smoothgrad."""
+    return Gradient(model, p.score)

@@ -1,0 +1,134 @@
+"""`integrated-gradients`: integrated gradients (Sundararajan et al. 2017), batched and checked.
+
+IG_i = (x_i - x'_i) * integral_0^1 dF_c/dx_i (x' + a (x - x')) da, with F_c the target class's
+softmax probability (or its logit). Correct where the seed was not: the target class only, every
+(image, step) pair streamed through one compiled gradient call in chunks of `batch_size`, a
+quadrature whose weights sum to 1 (Gauss-Legendre by default: ~1e-4 relative error at 50 nodes
+where the seed's mean over linspace has ~2 %), and the completeness error reported per image:
+|sum(IG) - (F(x) - F(x'))| / |F(x) - F(x')|.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from nnrun.explain.base import Explainer, Score, gradient_fn, scores_of
+from nnrun.registry import Params, register
+
+BASELINES = ("black", "blur", "uniform")
+
+
+class IGParams(Params):
+    steps: int = Field(64, ge=1, le=4096, description="interpolation steps (quadrature nodes)")
+    baseline: str = Field("black", description="black | blur | uniform (noise) | a number (constant image)")
+    quadrature: Literal["gauss-legendre", "trapezoid"] = Field("gauss-legendre", description="integration rule")
+    score: Score = Field("probability", description="attributed score: softmax probability (conventional) or logit")
+    blur_sigma: float = Field(0.0, ge=0, description="blur baseline's Gaussian sigma in pixels; 0: image size / 8")
+    seed: int = Field(0, ge=0, description="seed of the uniform-noise baseline")
+
+    @field_validator("baseline")
+    @classmethod
+    def _baseline(cls, value: str) -> str:
+        if value in BASELINES:
+            return value
+        try:
+            float(value)
+        except ValueError:
+            raise ValueError(f"expected one of {', '.join(BASELINES)} or a number, got {value!r}") from None
+        return value
+
+
+def quadrature(steps: int, rule: str = "gauss-legendre") -> tuple[np.ndarray, np.ndarray]:
+    """Nodes in [0, 1] and weights summing to 1 for integrating over the path parameter."""
+    if rule == "gauss-legendre":
+        nodes, weights = np.polynomial.legendre.leggauss(steps)
+        return (nodes + 1) / 2, weights / 2
+    if steps < 2:
+        raise ValueError("the trapezoid rule needs at least 2 steps")
+    nodes = np.linspace(0.0, 1.0, steps)
+    weights = np.full(steps, 1.0 / (steps - 1))
+    weights[[0, -1]] /= 2  # sums to exactly 1 (a popular library's version sums to (n-1)/n)
+    return nodes, weights
+
+
+def gaussian_blur(x: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur of (N, H, W, C) images with reflected edges (numpy only)."""
+    radius = max(1, int(3 * sigma + 0.5))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps /= taps.sum()
+    out = x.astype(np.float64)
+    for axis in (1, 2):
+        pad = [(0, 0)] * 4
+        pad[axis] = (radius, radius)
+        padded = np.pad(out, pad, mode="reflect" if out.shape[axis] > radius else "edge")
+        out = sum(t * np.take(padded, np.arange(i, i + out.shape[axis]), axis=axis) for i, t in enumerate(taps))
+    return out.astype(np.float32)
+
+
+def make_baseline(x: np.ndarray, p: IGParams) -> np.ndarray:
+    if p.baseline == "black":
+        return np.zeros_like(x)
+    if p.baseline == "blur":
+        return gaussian_blur(x, p.blur_sigma or max(x.shape[1:3]) / 8)
+    if p.baseline == "uniform":
+        rng = np.random.default_rng(p.seed)
+        return rng.uniform(float(x.min()), float(x.max()), x.shape).astype(np.float32)
+    return np.full_like(x, float(p.baseline))
+
+
+def integrated_gradients(grad, x, baseline, targets, nodes, weights, batch_size: int) -> np.ndarray:
+    """IG for every image: all (image, node) pairs in chunks of `batch_size` through `grad`.
+
+    `grad(x, targets) -> (scores, gradients)` is one compiled call per chunk; each chunk's
+    gradients are accumulated into their images as sum_k w_k g_k, so memory stays one chunk.
+    """
+    n, steps = len(x), len(nodes)
+    image_of = np.repeat(np.arange(n), steps)
+    node_of = np.tile(np.arange(steps), n)
+    delta = x - baseline
+    total = np.zeros(x.shape, np.float64)
+    for start in range(0, n * steps, batch_size):
+        img, k = image_of[start:start + batch_size], node_of[start:start + batch_size]
+        alpha = nodes[k].astype(np.float32)[:, None, None, None]
+        points = baseline[img] + alpha * delta[img]
+        _, g = grad(points, targets[img])
+        np.add.at(total, img, weights[k][:, None, None, None] * g.numpy())
+    return (delta * total).astype(np.float32)
+
+
+def completeness_error(attributions, f_x, f_baseline) -> np.ndarray:
+    """|sum(IG) - (F(x) - F(x'))| / |F(x) - F(x')| per image (NaN when F(x) == F(x'))."""
+    gap = np.asarray(f_x, np.float64) - np.asarray(f_baseline, np.float64)
+    error = np.abs(attributions.reshape(len(attributions), -1).sum(axis=1, dtype=np.float64) - gap)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(np.abs(gap) > 1e-9, error / np.abs(gap), np.nan)
+
+
+class IntegratedGradients(Explainer):
+    raw_description = "attributions (H, W, C); they sum to F(x) - F(baseline) up to the completeness error"
+
+    def __init__(self, model, p: IGParams):
+        super().__init__(model)
+        self.p = p
+        self.nodes, self.weights = quadrature(p.steps, p.quadrature)
+        self.grad = gradient_fn(model, p.score)
+        self.info = {"steps": p.steps, "baseline": p.baseline, "quadrature": p.quadrature, "score": p.score}
+        self._baseline = None
+
+    def attribute(self, x, targets, batch_size):
+        self._baseline = make_baseline(x, self.p)
+        return integrated_gradients(self.grad, x, self._baseline, targets, self.nodes, self.weights, batch_size)
+
+    def per_image(self, x, targets, raw, batch_size):
+        f_x = scores_of(self.model, x, targets, self.p.score, batch_size)
+        f_b = scores_of(self.model, self._baseline, targets, self.p.score, batch_size)
+        return {"completeness_error": completeness_error(raw, f_x, f_b), "score": f_x, "baseline_score": f_b}
+
+
+@register("explainer", "integrated-gradients", IGParams)
+def build(p: IGParams, model):
+    """Integrated gradients of the target class, batched steps, Gauss-Legendre, completeness checked."""
+    return IntegratedGradients(model, p)
