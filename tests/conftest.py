@@ -58,3 +58,12 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def train_tiny(tmp: Path, *sets: str) -> Path:
+    """Train the TINY config (plus `--set` overrides) under tmp through the CLI; the run directory."""
+    config = tmp / "tiny.yaml"
+    config.write_text(TINY.replace("RUNS", str(tmp / "runs")))
+    res = run_cli("train", str(config), *(a for s in sets for a in ("--set", s)), cwd=tmp)
+    assert res.returncode == 0, res.stderr
+    return Path(res.stdout.strip().splitlines()[-1])

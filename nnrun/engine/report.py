@@ -1,0 +1,115 @@
+"""report.html: one self-contained page per run (config, metrics, curves, explain grids).
+
+Everything is inlined (CSS, images as base64 data URIs) so the file can be mailed, archived
+or opened offline; no script and no network request. No TensorFlow here.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from html import escape
+from pathlib import Path
+
+from nnrun.engine.compare import fmt
+from nnrun.engine.rundir import CONFIG_YAML, RunDir, atomic_write
+
+REPORT = "report.html"
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;
+color:#1d1d1f;padding:0 1em}
+h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:1.6em;border-bottom:1px solid #ddd;padding-bottom:.2em}
+.sub{color:#666}table{border-collapse:collapse;margin:.5em 0}
+th,td{border:1px solid #ddd;padding:.25em .6em;text-align:right}th{background:#f5f5f7}
+td:first-child,th:first-child{text-align:left}pre{background:#f5f5f7;padding:1em;overflow:auto;font-size:12px}
+img{max-width:100%;border:1px solid #eee}.completed{color:#1a7f37}.failed,.interrupted{color:#cf222e}
+figure{margin:1em 0}figcaption{color:#666}
+"""
+
+
+def _png(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{escape(fmt(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _figure(path: Path, caption: str) -> str:
+    return (f'<figure><img src="{_png(path)}" alt="{escape(caption)}">'
+            f"<figcaption>{escape(caption)}</figcaption></figure>")
+
+
+def _epoch_tables(rows: list[dict]) -> str:
+    html = []
+    epochs = [r for r in rows if r.get("split") == "train"]
+    if epochs:
+        cols = ["epoch"] + sorted({k for r in epochs for k in r} - {"epoch", "split", "step"})
+        html.append("<h2>Per epoch</h2>" + _table(cols, [[r.get(c) for c in cols] for r in epochs]))
+    evals = [r for r in rows if r.get("split") != "train"]
+    if evals:
+        cols = ["split", "checkpoint", "examples"]
+        cols += sorted({k for r in evals for k in r} - set(cols))
+        html.append("<h2>Evaluations</h2>" + _table(cols, [[r.get(c) for c in cols] for r in evals]))
+    return "".join(html)
+
+
+def render(run_dir: str | Path) -> str:
+    """The report of a run directory as one HTML string."""
+    run = RunDir.open(run_dir)
+    record = run.read()
+    status = str(record.get("status", "unknown"))
+    title = f"{record.get('name', run.path.parent.name)} / {record.get('run_id', run.path.name)}"
+    parts = [
+        f"<h1>{escape(title)}</h1>",
+        f'<p class="sub">{escape(str(run.path))} &middot; <span class="{escape(status)}">{escape(status)}</span>'
+        + (f" &middot; {escape(str(record['reason']))}" if record.get("reason") else "") + "</p>",
+    ]
+    facts = [["started", record.get("started_at")], ["ended", record.get("ended_at")],
+             ["wall time (s)", record.get("wall_time_s")], ["epochs", record.get("epochs_completed")],
+             ["seed", record.get("seed")], ["config hash", (record.get("config_hash") or "")[:12]],
+             ["model parameters", (record.get("model") or {}).get("parameters")],
+             ["device", (record.get("device") or {}).get("accelerator")],
+             *[[f"{k} version", v] for k, v in (record.get("versions") or {}).items()]]
+    parts.append("<h2>Run</h2>" + _table(["field", "value"], [f for f in facts if f[1] not in (None, "")]))
+    final = record.get("final_metrics") or {}
+    if final:
+        parts.append("<h2>Final metrics</h2>" + _table(["metric", "value"], [[k, v] for k, v in final.items()]))
+    plots = sorted(run.plots.glob("*.png")) if run.plots.is_dir() else []
+    if plots:
+        parts.append("<h2>Learning curves</h2>" + "".join(_figure(p, p.stem.replace("_", " ")) for p in plots))
+    parts.append(_epoch_tables(run.read_metrics()))
+    grids = sorted((run.path / "explain").glob("*/grid.png"))
+    if grids:
+        parts.append("<h2>Explanations</h2>")
+        for grid in grids:
+            caption = grid.parent.name
+            manifest = grid.parent / "manifest.json"
+            if manifest.is_file():
+                try:
+                    info = json.loads(manifest.read_text())
+                    if isinstance(info, dict):
+                        keep = {k: v for k, v in info.items() if isinstance(v, (str, int, float, bool))}
+                        caption += " — " + ", ".join(f"{k}: {fmt(v)}" for k, v in list(keep.items())[:8])
+                except (OSError, ValueError):
+                    pass
+            parts.append(_figure(grid, caption))
+    export = run.path / "exported" / "export.json"
+    if export.is_file():
+        parts.append("<h2>Exports</h2><pre>" + escape(export.read_text()) + "</pre>")
+    parts.append("<h2>Config</h2><pre>" + escape((run.path / CONFIG_YAML).read_text()) + "</pre>")
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>{escape(title)}</title><style>{_CSS}</style></head>\n<body>\n"
+        + "\n".join(parts) + "\n</body></html>\n"
+    )
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Write RUN_DIR/report.html (atomically) and return its path."""
+    path = Path(run_dir) / REPORT
+    atomic_write(path, render(run_dir))
+    return path

@@ -1,0 +1,34 @@
+"""`nnrun sweep`: validate every trial, then print their commands or run them and summarise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nnrun.errors import RunFailed
+from nnrun.sweep import summary
+from nnrun.sweep.runner import Runner, cpu_count, detect_gpus, plan_slots, print_commands
+from nnrun.sweep.spec import load_sweep
+
+
+def sweep_command(sweep_file: Path, *, jobs: int = 1, commands_only: bool = False, fail_fast: bool = False,
+                  metric: str | None = None, out: Path | None = None, console=None, say=print) -> Path | None:
+    """Returns the sweep directory; RunFailed (exit 1) if any trial did not complete."""
+    sweep = load_sweep(sweep_file, out)  # ConfigError before anything is created
+    if commands_only:
+        _, threads = plan_slots(max(1, min(jobs, len(sweep.trials))), cpu_count(), detect_gpus())
+        for line in print_commands(sweep, threads if jobs > 1 else None):
+            print(line, flush=True)
+        return None
+    metric = metric or sweep.metric
+    runner = Runner(sweep, jobs, fail_fast, say, on_change=lambda outcomes: summary.write(sweep, outcomes))
+    outcomes = runner.run()
+    summary.plot(sweep, outcomes, metric)
+    if console is not None:
+        console.print(summary.table(sweep, outcomes, metric))
+    print(sweep.directory, flush=True)
+    bad = [o for o in outcomes if o.status != "completed"]
+    if bad:
+        names = ", ".join(o.trial.name for o in bad[:3]) + (", ..." if len(bad) > 3 else "")
+        raise RunFailed(f"{len(bad)} of {len(outcomes)} trials did not complete ({names}); "
+                        f"see {sweep.directory / 'sweep.csv'} and {sweep.directory / 'logs'}")
+    return sweep.directory
