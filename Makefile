@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 run: setup
 	@set -e; RUN=$$($(BIN)/nnrun train configs/quickstart.yaml --verbose | tail -n 1); \
 	echo "run directory: $$RUN"; \
-	if $(BIN)/nnrun explain --help >/dev/null 2>&1; then $(BIN)/nnrun explain "$$RUN" --method gradcam; fi
+	$(BIN)/nnrun explain "$$RUN" --method gradcam
 
 test: setup
 	$(BIN)/python -m pytest -q
@@ -27,7 +27,7 @@ test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: setup
-	$(BIN)/python scripts/bench_cli.py
+	$(BIN)/python scripts/bench.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -63,25 +63,48 @@ def handled(command):
 SET_HELP = "Override a config value: KEY.PATH=VALUE (YAML-typed). Repeatable."
 
 
+PLUGIN_HELP = "Python file or module that registers extra components (the only way config names reach code)."
+
+
+def _load_plugins(plugins: list[str]) -> None:
+    from nnrun import registry
+
+    for plugin in plugins:
+        registry.load_plugin(plugin)
+
+
 @app.command()
 @handled
 def train(
-    config: Path = typer.Argument(..., help="YAML config file."),
+    config: Optional[Path] = typer.Argument(None, help="YAML config file (optional with --resume)."),
     set_: list[str] = typer.Option([], "--set", "-s", help=SET_HELP),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run directory from its last backup."),
+    allow_change: list[str] = typer.Option([], "--allow-change", help="With --resume: accept a change of this key."),
+    plugin: list[str] = typer.Option([], "--plugin", help=PLUGIN_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the run directory."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Progress even when stdout is not a terminal."),
 ):
-    """Train from CONFIG; the last line printed is the run directory."""
+    """Train from CONFIG (or --resume RUN_DIR); the last line printed is the run directory."""
     from nnrun.config import load_config
     from nnrun.engine.rundir import command_line
     from nnrun.engine.train import Output, train as run_training
+    from nnrun.errors import UsageError
 
-    cfg = load_config(config, set_)
+    _load_plugins(plugin)
+    run = None
+    if resume is not None:
+        from nnrun.engine.resume import prepare_resume
+
+        run, cfg = prepare_resume(resume, config, set_, allow_change)
+    elif config is None:
+        raise UsageError("train needs a CONFIG file (or --resume RUN_DIR)")
+    else:
+        cfg = load_config(config, set_)
     interactive = stdout.is_terminal and not quiet
     out = Output(console=stderr, progress=interactive and stderr.is_terminal, epoch_lines=verbose and not quiet)
     if interactive and not stderr.is_terminal:
         out.epoch_lines = True
-    run = run_training(cfg, command_line(), out)
+    run = run_training(cfg, command_line(), out, resume=run)
     if interactive or verbose:
         record = run.read()
         table = Table(title=f"{cfg.name}: {record.get('status')} in {record.get('wall_time_s')} s")
@@ -99,10 +122,12 @@ def validate(
     config: Path = typer.Argument(..., help="YAML config file."),
     set_: list[str] = typer.Option([], "--set", "-s", help=SET_HELP),
     print_config: bool = typer.Option(False, "--print", help="Print the resolved config (all defaults filled)."),
+    plugin: list[str] = typer.Option([], "--plugin", help=PLUGIN_HELP),
 ):
     """Check CONFIG fully (schema, components, parameters) without importing TensorFlow."""
     from nnrun.config import load_config, to_yaml
 
+    _load_plugins(plugin)
     cfg = load_config(config, set_)
     if print_config:
         print(to_yaml(cfg), end="")
@@ -126,7 +151,7 @@ def _type_name(annotation) -> str:
 @app.command()
 @handled
 def components(
-    kind: Optional[str] = typer.Argument(None, help="Only this kind: dataset, model, loss, optimizer, schedule, technique."),
+    kind: Optional[str] = typer.Argument(None, help="Only this kind: dataset, model, loss, optimizer, schedule, technique, explainer."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ):
     """List every registered component with its parameters, types, defaults and doc."""
@@ -205,17 +230,22 @@ def evaluate(
 @handled
 def runs(
     root: Path = typer.Argument(Path("runs"), help="Runs root to scan."),
+    filters: list[str] = typer.Option([], "--filter", "-f", help="KEY=VALUE: a final metric, run.json field (status) or dotted config key (optimizer.name); repeatable, all must match."),
+    sort: Optional[str] = typer.Option(None, "--sort", help="Best first by this metric or key (lowest first for losses, errors, times)."),
+    reverse: bool = typer.Option(False, "--reverse", help="Reverse the --sort order."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ):
     """Table of runs under ROOT: status, epochs, final metrics, wall time."""
-    from nnrun.engine.runs import find_runs
+    from nnrun.engine.compare import fmt as show
+    from nnrun.engine.runs import find_runs, public, value_of
 
-    records = find_runs(root)
+    records = find_runs(root, filters, sort, reverse)
     if as_json:
-        print(json.dumps(records, indent=2, default=str))
+        print(json.dumps([public(r) for r in records], indent=2, default=str))
         return
     table = Table()
-    for col in ("run", "status", "epochs", "val_accuracy", "val_loss", "accuracy", "wall s"):
+    extra = [sort] if sort and sort not in ("val_accuracy", "val_loss", "accuracy") else []
+    for col in ("run", "status", "epochs", "val_accuracy", "val_loss", "accuracy", *extra, "wall s"):
         table.add_column(col, justify="left" if col in ("run", "status") else "right")
     for r in records:
         fm = r.get("final_metrics") or {}
@@ -224,12 +254,110 @@ def runs(
             str(Path(r["path"]).relative_to(root)) if Path(r["path"]).is_relative_to(root) else r["path"],
             str(r.get("status")), str(r.get("epochs_completed", "-")),
             fmt(fm.get("val_accuracy")), fmt(fm.get("val_loss")), fmt(fm.get("accuracy")),
+            *(show(value_of(r, k)) for k in extra),
             fmt(r.get("wall_time_s")),
         )
     if not records:
-        stdout.print(f"no runs under {root}")
+        stdout.print(f"no runs under {root}" + (f" match {' '.join(filters)}" if filters else ""))
         return
     stdout.print(table)
+
+
+# -- explain ------------------------------------------------------------------------------
+
+@app.command()
+@handled
+def explain(
+    run_dir: Path = typer.Argument(..., help="A run directory."),
+    method: str = typer.Option("gradcam", "--method", "-m",
+                               help="gradcam, gradcam++, integrated-gradients, smoothgrad or gradient."),
+    num_images: int = typer.Option(16, "--num-images", "-n", min=1, help="Explain the first N images of the split."),
+    split: str = typer.Option("val", help="Split: val, test or train."),
+    target: str = typer.Option("predicted", help="Class to explain: predicted, true or a class index."),
+    layer: Optional[str] = typer.Option(None, help="Conv layer for Grad-CAM ('name' or 'submodel/name'); default the last 4-D layer."),
+    steps: Optional[int] = typer.Option(None, help="Integrated-gradients steps (default 64)."),
+    baseline: Optional[str] = typer.Option(None, help="Integrated-gradients baseline: black, blur, uniform or a number."),
+    samples: Optional[int] = typer.Option(None, help="SmoothGrad noisy samples per image (default 16)."),
+    noise: Optional[float] = typer.Option(None, help="SmoothGrad noise std as a fraction of the image range (default 0.15)."),
+    base: Optional[str] = typer.Option(None, help="SmoothGrad base explainer (default gradient)."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Model inputs per gradient call."),
+    output: Optional[Path] = typer.Option(None, help="Output directory (default RUN_DIR/explain/<method>)."),
+    sanity_check: bool = typer.Option(False, "--sanity-check", help="Also run the weight-randomisation test."),
+    checkpoint: str = typer.Option("best", help="Checkpoint: best or last."),
+):
+    """Heatmaps for a run's images (Grad-CAM, IG, ...); the last line printed is the output directory."""
+    from nnrun.explain.command import explain as run_explain
+
+    manifest = run_explain(run_dir, method, layer=layer, num_images=num_images, split=split, target=target,
+                           steps=steps, batch_size=batch_size, output=output, baseline=baseline, samples=samples,
+                           noise=noise, base=base, sanity_check=sanity_check, checkpoint=checkpoint)
+    figures = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in manifest["summary"].items())
+    print(f"{method}: {manifest['num_images']} images, {figures}", flush=True)
+    print(manifest["output"], flush=True)
+
+
+# -- sweep / compare / export / report ---------------------------------------------------
+
+@app.command()
+@handled
+def sweep(
+    sweep_file: Path = typer.Argument(..., help="Sweep YAML: base config plus grid / zip / random / seeds."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Trials run in parallel (CPU threads are shared; one per GPU)."),
+    commands: bool = typer.Option(False, "--print-commands", help="Print one `nnrun train` line per trial instead of running."),
+    fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop the sweep at the first failed trial."),
+    metric: Optional[str] = typer.Option(None, "--metric", help="Sort the summary by this final metric (default: the sweep's metric:, else train.monitor)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Sweep directory (default RUNS_ROOT/sweeps/NAME)."),
+):
+    """Run every trial of a sweep (skipping completed ones); the last line printed is the sweep directory."""
+    from nnrun.sweep.command import sweep_command
+
+    sweep_command(sweep_file, jobs=jobs, commands_only=commands, fail_fast=fail_fast, metric=metric, out=out,
+                  console=stdout, say=lambda line: stderr.print(escape(line), highlight=False, soft_wrap=True))
+
+
+@app.command()
+@handled
+def compare(
+    run_dirs: list[Path] = typer.Argument(..., help="Run directories (a directory of runs, e.g. a sweep, adds them all)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+):
+    """Config keys that differ between runs, and their final metrics."""
+    from nnrun.engine.compare import compare as run_compare, tables
+
+    result = run_compare(run_dirs)
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+        return
+    for table in tables(result):
+        stdout.print(table)
+
+
+@app.command()
+@handled
+def export(
+    run_dir: Path = typer.Argument(..., help="A run directory."),
+    fmt: str = typer.Option("keras", "--format", help="keras (.keras file) or saved_model (TF SavedModel)."),
+    checkpoint: str = typer.Option("best", help="Checkpoint: best or last."),
+):
+    """Write the model, reload it and check its outputs; the last line printed is the export path."""
+    from nnrun.engine.export import export as run_export
+    from nnrun.errors import UsageError
+
+    if checkpoint not in ("best", "last"):
+        raise UsageError(f"--checkpoint must be best or last, got {checkpoint!r}")
+    result = run_export(run_dir, fmt, checkpoint)
+    stderr.print(f"{fmt}: outputs match on {result['checked_inputs']} stored inputs "
+                 f"(max |diff| {result['max_abs_diff']:.3g})", highlight=False)
+    print(result["path"], flush=True)
+
+
+@app.command()
+@handled
+def report(run_dir: Path = typer.Argument(..., help="A run directory.")):
+    """Write RUN_DIR/report.html: config, metrics, curves, explain grids, in one offline file."""
+    from nnrun.engine.report import write_report
+
+    print(write_report(run_dir), flush=True)
 
 
 # -- entry point --------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from nnrun.errors import ConfigError
 
-KINDS = ("dataset", "model", "loss", "optimizer", "schedule", "technique", "layer")
+KINDS = ("dataset", "model", "loss", "optimizer", "schedule", "technique", "explainer", "layer")
 
 # Modules that declare components; importing them fills the tables.
 CATALOG = (
@@ -36,6 +36,11 @@ CATALOG = (
     "nnrun.components.techniques.progressive_resizing",
     "nnrun.components.techniques.stochastic_depth",
     "nnrun.components.techniques.mixed_precision",
+    "nnrun.explain.gradcam",
+    "nnrun.explain.gradcam_pp",
+    "nnrun.explain.integrated_gradients",
+    "nnrun.explain.gradient",
+    "nnrun.explain.smoothgrad",
 )
 
 

@@ -34,7 +34,7 @@ train:
 
 def metrics(run: Path) -> list[dict]:
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in rows]
+    return [{k: v for k, v in r.items() if k not in ("epoch_time_s", "train_time_s")} for r in rows]
 
 
 def state(run: Path) -> dict:

@@ -26,6 +26,11 @@ class MetricsLog(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._t0 = time.perf_counter()
+        self._train_s = None
+
+    def on_test_begin(self, logs=None):
+        if self._train_s is None:  # validation inside fit starts: the epoch's training part is over
+            self._train_s = time.perf_counter() - self._t0
 
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
@@ -35,6 +40,7 @@ class MetricsLog(keras.callbacks.Callback):
         for technique in self.techniques:
             row.update(technique.epoch_state(epoch))
         row["epoch_time_s"] = round(time.perf_counter() - self._t0, 3)
+        row["train_time_s"] = round(self._train_s if self._train_s is not None else row["epoch_time_s"], 3)
         self.history.append(row)
         self.run.append_metrics(row)
         self.run.update(epochs_completed=epoch + 1)

@@ -1,0 +1,273 @@
+#!/usr/bin/env python3
+"""Benchmark nnrun against the Keras loop a user would write by hand (and the seed's IG).
+
+Runs each comparison side by side in one invocation, interleaving repeats (this machine is
+noisy), and prints a readable table and, last, one JSON object with every figure:
+
+  fit_ratio           nnrun training images/s / hand-written model.fit images/s (target >= 1.0)
+  ig_speedup          batched integrated gradients / the seed's per-step loop, 64 steps (>= 10)
+  cli_s               wall time of `nnrun --help` and `nnrun validate` (< 0.5 s)
+  pipeline_ratio      input pipeline images/s (quickstart, and with all techniques) /
+                      the model's training images/s (>= 5: never input-bound)
+  time_to_accuracy_s  training wall time for the quickstart to reach val_accuracy 0.90
+  peak_rss_ratio      nnrun's peak RSS / the hand-written baseline's (<= 1.1)
+
+Usage: python scripts/bench.py [--quick] [--repeats N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "configs" / "quickstart.yaml"
+PY = sys.executable
+
+
+def child_json(cmd: list[str]) -> dict:
+    """Run one measured child process; it prints its figures (and its own peak RSS) as JSON."""
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def baseline(epochs: int) -> None:
+    """The hand-written Keras loop: same data, model, optimizer, schedule, loss, batch size."""
+    import resource
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    import tensorflow as tf
+
+    from nnrun.components.data.shapes import ShapesParams, build as build_shapes
+    from nnrun.components.models.resnet import ResNetParams, build as build_resnet
+    from nnrun.config import load_config
+
+    cfg = load_config(QUICKSTART)
+    keras.utils.set_random_seed(cfg.seed)
+    data = build_shapes(ShapesParams(**cfg.data.params))
+    train, val = data.splits["train"], data.splits["val"]
+    k = data.num_classes
+    bs = cfg.data.batch_size
+    train_ds = (tf.data.Dataset.from_tensor_slices((train.x, tf.one_hot(train.y, k)))
+                .shuffle(len(train), seed=cfg.seed).batch(bs).prefetch(tf.data.AUTOTUNE))
+    val_ds = tf.data.Dataset.from_tensor_slices((val.x, tf.one_hot(val.y, k))).batch(bs).cache()
+    model = build_resnet(ResNetParams(**cfg.model.params), data)
+    steps = -(-len(train) // bs)
+    schedule = keras.optimizers.schedules.CosineDecay(0.0, steps * epochs - steps, warmup_target=cfg.optimizer.learning_rate,
+                                                      warmup_steps=steps)
+    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=cfg.optimizer.weight_decay),
+                  loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.05),
+                  metrics=["accuracy"])
+
+    class Timer(keras.callbacks.Callback):
+        rows: list = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0, self.train = time.perf_counter(), None
+
+        def on_test_begin(self, logs=None):
+            if self.train is None:
+                self.train = time.perf_counter() - self.t0
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.rows.append({"epoch": epoch + 1, "train_time_s": self.train,
+                              "epoch_time_s": time.perf_counter() - self.t0, "val_accuracy": logs["val_accuracy"]})
+
+    timer = Timer()
+    model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=[timer], verbose=0)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"rows": timer.rows, "peak_rss_mb": peak, "num_train": len(train)}))
+
+
+def nnrun_child(epochs: int, runs_root: str) -> None:
+    """`nnrun train` in this process (so its own peak RSS can be reported), as a user runs it."""
+    import resource
+
+    from nnrun.cli import main
+
+    sys.argv = ["nnrun", "train", str(QUICKSTART), "--quiet", "--set", f"train.epochs={epochs}",
+                "--set", f"runtime.runs_root={runs_root}"]
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        try:
+            main()
+        except SystemExit as exc:
+            if exc.code:
+                raise
+    run = Path(buf.getvalue().strip().splitlines()[-1])
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    from nnrun.config import load_config
+
+    record = {"num_train": load_config(run / "config.yaml").data.params["num_train"]}
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"rows": rows, "peak_rss_mb": peak, "num_train": record["num_train"]}))
+
+
+def throughput(result: dict) -> float:
+    """Training images/s after warm-up (epoch 1, which traces and compiles, is excluded)."""
+    rows = result["rows"][1:]
+    return result["num_train"] * len(rows) / sum(r["train_time_s"] for r in rows)
+
+
+def time_to(result: dict, target: float = 0.90) -> float | None:
+    elapsed = 0.0
+    for row in result["rows"]:
+        elapsed += row["epoch_time_s"]
+        if row.get("val_accuracy", 0) >= target:
+            return round(elapsed, 2)
+    return None
+
+
+def pipeline_rates() -> dict:
+    """Input pipeline alone (no model): images/s over one epoch, plain and with all techniques."""
+    from nnrun.config import load_config
+    from nnrun.engine import build, pipeline, runtime
+
+    out = {}
+    for label, config in (("quickstart", QUICKSTART), ("all_techniques", ROOT / "configs" / "all_techniques.yaml")):
+        cfg = load_config(config)
+        runtime.setup(cfg)
+        from nnrun.components.techniques.base import TechniqueContext
+
+        data = build.build_data(cfg)
+        split = data.split("train")
+        labels = build.label_mode(cfg, data)
+        steps = pipeline.steps_per_epoch(len(split), cfg.data.batch_size)
+        ctx = TechniqueContext(epochs=cfg.train.epochs, batch_size=cfg.data.batch_size, steps_per_epoch=steps,
+                               image_size=data.input_shape[0], label_mode=labels)
+        techniques = build.build_techniques(cfg, ctx)
+        for t in techniques:
+            t.prepare(ctx, data, lambda epochs: None)
+        # the last epochs: full curriculum pool and the largest image size (the costliest)
+        first = cfg.train.epochs - 2
+        ds = pipeline.train_dataset(split, batch_size=cfg.data.batch_size, seed=0, num_classes=data.num_classes,
+                                    label_mode=labels, first_epoch=first, last_epoch=cfg.train.epochs,
+                                    techniques=techniques)
+        it = iter(ds)
+        for _ in range(steps):  # warm-up epoch
+            next(it)
+        t0 = time.perf_counter()
+        n = 0
+        for _ in range(steps):
+            n += int(next(it)[0].shape[0])
+        out[label] = n / (time.perf_counter() - t0)
+    import keras
+
+    keras.config.set_dtype_policy("float32")
+    return out
+
+
+def cli_times(repeats: int) -> dict:
+    nnrun = str(Path(PY).parent / "nnrun")
+    times = {}
+    for label, args in (("help", ["--help"]), ("validate", ["validate", str(QUICKSTART)])):
+        walls = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            subprocess.run([nnrun, *args], cwd=ROOT, capture_output=True, check=True)
+            walls.append(time.perf_counter() - t0)
+        times[label] = round(statistics.median(walls), 3)
+    return times
+
+
+def ig_speedup(quick: bool) -> dict | None:
+    script = ROOT / "scripts" / "bench_ig.py"
+    if not script.exists():
+        return None
+    args = [PY, str(script), "--json"] + (["--quick"] if quick else [])
+    out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
+    if out.returncode != 0:
+        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed"}
+    try:
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"error": "could not parse bench_ig.py output"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer epochs and repeats (under 5 minutes)")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--baseline", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--nnrun-child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.baseline:
+        return baseline(args.baseline)
+    if args.nnrun_child:
+        return nnrun_child(int(args.nnrun_child[0]), args.nnrun_child[1])
+
+    repeats = args.repeats or (2 if args.quick else 3)
+    epochs = 4 if args.quick else 8
+    results: dict[str, list] = {"keras": [], "nnrun": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(repeats):  # interleaved: keras, nnrun, keras, nnrun, ...
+            results["keras"].append(child_json([PY, __file__, "--baseline", str(epochs)]))
+            results["nnrun"].append(child_json([PY, __file__, "--nnrun-child", str(epochs), tmp]))
+    keras_ips = statistics.median(throughput(r) for r in results["keras"])
+    nnrun_ips = statistics.median(throughput(r) for r in results["nnrun"])
+    rss_k = statistics.median(r["peak_rss_mb"] for r in results["keras"])
+    rss_n = statistics.median(r["peak_rss_mb"] for r in results["nnrun"])
+    tta = [time_to(r) for r in results["nnrun"]]
+    tta_k = [time_to(r) for r in results["keras"]]
+    pipe = pipeline_rates()
+    cli = cli_times(5)
+    ig = ig_speedup(args.quick)
+    figures = {
+        "fit_ratio": round(nnrun_ips / keras_ips, 3),
+        "nnrun_images_per_s": round(nnrun_ips, 1),
+        "keras_images_per_s": round(keras_ips, 1),
+        "ig_speedup": ig.get("speedup") if isinstance(ig, dict) else None,
+        "ig": ig,
+        "cli_s": cli,
+        "pipeline_images_per_s": {k: round(v, 1) for k, v in pipe.items()},
+        "pipeline_ratio": {k: round(v / nnrun_ips, 1) for k, v in pipe.items()},
+        "time_to_accuracy_s": {"nnrun": tta, "keras": tta_k},
+        "peak_rss_mb": {"nnrun": round(rss_n, 1), "keras": round(rss_k, 1)},
+        "peak_rss_ratio": round(rss_n / rss_k, 3),
+        "epochs": epochs,
+        "repeats": repeats,
+        "cpu_count": os.cpu_count(),
+    }
+    targets = {
+        "fit_ratio": figures["fit_ratio"] >= 1.0,
+        "ig_speedup": bool(figures["ig_speedup"]) and figures["ig_speedup"] >= 10,
+        "cli_s": max(cli.values()) < 0.5,
+        "pipeline_ratio": min(figures["pipeline_ratio"].values()) >= 5,
+        "peak_rss_ratio": figures["peak_rss_ratio"] <= 1.1,
+    }
+    figures["targets_met"] = targets
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"nnrun benchmark ({epochs} epochs x {repeats} interleaved repeats, {os.cpu_count()} cores)")
+    for col in ("figure", "value", "target", "met"):
+        table.add_column(col)
+    rows = [
+        ("fit_ratio", f"{figures['fit_ratio']} ({nnrun_ips:.0f} vs {keras_ips:.0f} img/s)", ">= 1.0", targets["fit_ratio"]),
+        ("ig_speedup", str(figures["ig_speedup"]), ">= 10", targets["ig_speedup"]),
+        ("cli_s", json.dumps(cli), "< 0.5 s", targets["cli_s"]),
+        ("pipeline_ratio", json.dumps(figures["pipeline_ratio"]), ">= 5", targets["pipeline_ratio"]),
+        ("time_to_accuracy_s", json.dumps(figures["time_to_accuracy_s"]), "-", "-"),
+        ("peak_rss_ratio", f"{figures['peak_rss_ratio']} ({rss_n:.0f} vs {rss_k:.0f} MB)", "<= 1.1", targets["peak_rss_ratio"]),
+    ]
+    for name, value, target, met in rows:
+        table.add_row(name, value, target, str(met))
+    Console(stderr=True).print(table)
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
