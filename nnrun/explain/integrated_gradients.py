@@ -25,6 +25,10 @@ class IGParams(Params):
     steps: int = Field(64, ge=1, le=4096, description="interpolation steps (quadrature nodes)")
     baseline: str = Field("black", description="black | blur | uniform (noise) | a number (constant image)")
     quadrature: Literal["gauss-legendre", "trapezoid"] = Field("gauss-legendre", description="integration rule")
+    panels: int = Field(
+        4, ge=1, le=64,
+        description="gauss-legendre: split [0, 1] into this many equal panels (composite rule, `steps` nodes in all)",
+    )
     score: Score = Field("probability", description="attributed score: softmax probability (conventional) or logit")
     blur_sigma: float = Field(0.0, ge=0, description="blur baseline's Gaussian sigma in pixels; 0: image size / 8")
     seed: int = Field(0, ge=0, description="seed of the uniform-noise baseline")
@@ -41,11 +45,21 @@ class IGParams(Params):
         return value
 
 
-def quadrature(steps: int, rule: str = "gauss-legendre") -> tuple[np.ndarray, np.ndarray]:
-    """Nodes in [0, 1] and weights summing to 1 for integrating over the path parameter."""
+def quadrature(steps: int, rule: str = "gauss-legendre", panels: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes in [0, 1] and weights summing to 1 for integrating over the path parameter.
+
+    Gauss-Legendre is composite over `panels` equal sub-intervals: the softmax along the path
+    often rises in a narrow window of alpha, which one global high-degree rule resolves poorly
+    (on the quickstart run, 64 nodes in 1 panel left a 0.126 completeness error on one image;
+    4 panels of 16 nodes, 0.023)."""
     if rule == "gauss-legendre":
-        nodes, weights = np.polynomial.legendre.leggauss(steps)
-        return (nodes + 1) / 2, weights / 2
+        panels = max(1, min(panels, steps))
+        all_nodes, all_weights = [], []
+        for i, count in enumerate(len(c) for c in np.array_split(np.arange(steps), panels)):
+            nodes, weights = np.polynomial.legendre.leggauss(count)
+            all_nodes.append((i + (nodes + 1) / 2) / panels)
+            all_weights.append(weights / 2 / panels)
+        return np.concatenate(all_nodes), np.concatenate(all_weights)
     if steps < 2:
         raise ValueError("the trapezoid rule needs at least 2 steps")
     nodes = np.linspace(0.0, 1.0, steps)
@@ -113,7 +127,7 @@ class IntegratedGradients(Explainer):
     def __init__(self, model, p: IGParams):
         super().__init__(model)
         self.p = p
-        self.nodes, self.weights = quadrature(p.steps, p.quadrature)
+        self.nodes, self.weights = quadrature(p.steps, p.quadrature, p.panels)
         self.grad = gradient_fn(model, p.score)
         self.info = {"steps": p.steps, "baseline": p.baseline, "quadrature": p.quadrature, "score": p.score}
         self._baseline = None
