@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 
 ## Train the quickstart on built-in data, then draw Grad-CAM heatmaps for it.
 run: setup
-	@set -e; RUN=$$($(BIN)/nnrun train configs/quickstart.yaml --verbose | tail -n 1); \
+	@set -e; RUN=$$($(BIN)/nnrun train configs/quickstart.yaml --verbose | tee /dev/stderr | tail -n 1); \
 	echo "run directory: $$RUN"; \
 	$(BIN)/nnrun explain "$$RUN" --method gradcam
 

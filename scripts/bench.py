@@ -6,7 +6,7 @@ noisy), and prints a readable table and, last, one JSON object with every figure
 
   fit_ratio           nnrun training images/s / hand-written model.fit images/s (target >= 1.0)
   ig_speedup          batched integrated gradients / the seed's per-step loop, 64 steps (>= 10)
-  cli_s               wall time of `nnrun --help` and `nnrun validate` (< 0.5 s)
+  cli_s               wall time of `nnrun --help` and `nnrun validate` (< 0.5 s; also `components`)
   pipeline_ratio      input pipeline images/s (quickstart, and with all techniques) /
                       the model's training images/s (>= 5: never input-bound)
   time_to_accuracy_s  training wall time for the quickstart to reach val_accuracy 0.90
@@ -173,7 +173,8 @@ def pipeline_rates() -> dict:
 def cli_times(repeats: int) -> dict:
     nnrun = str(Path(PY).parent / "nnrun")
     times = {}
-    for label, args in (("help", ["--help"]), ("validate", ["validate", str(QUICKSTART)])):
+    for label, args in (("help", ["--help"]), ("validate", ["validate", str(QUICKSTART)]),
+                        ("components", ["components"])):
         walls = []
         for _ in range(repeats):
             t0 = time.perf_counter()
@@ -183,11 +184,9 @@ def cli_times(repeats: int) -> dict:
     return times
 
 
-def ig_speedup(quick: bool) -> dict | None:
+def ig_speedup(quick: bool, run_dir: str) -> dict | None:
     script = ROOT / "scripts" / "bench_ig.py"
-    if not script.exists():
-        return None
-    args = [PY, str(script), "--json"] + (["--quick"] if quick else [])
+    args = [PY, str(script), run_dir, "--json"] + (["--quick"] if quick else [])
     out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
     if out.returncode != 0:
         return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed"}
@@ -216,6 +215,7 @@ def main() -> None:
         for r in range(repeats):  # interleaved: keras, nnrun, keras, nnrun, ...
             results["keras"].append(child_json([PY, __file__, "--baseline", str(epochs)]))
             results["nnrun"].append(child_json([PY, __file__, "--nnrun-child", str(epochs), tmp]))
+        ig = ig_speedup(args.quick, str(max(Path(tmp).glob("quickstart/*"))))
     keras_ips = statistics.median(throughput(r) for r in results["keras"])
     nnrun_ips = statistics.median(throughput(r) for r in results["nnrun"])
     rss_k = statistics.median(r["peak_rss_mb"] for r in results["keras"])
@@ -224,7 +224,6 @@ def main() -> None:
     tta_k = [time_to(r) for r in results["keras"]]
     pipe = pipeline_rates()
     cli = cli_times(5)
-    ig = ig_speedup(args.quick)
     figures = {
         "fit_ratio": round(nnrun_ips / keras_ips, 3),
         "nnrun_images_per_s": round(nnrun_ips, 1),
@@ -244,7 +243,7 @@ def main() -> None:
     targets = {
         "fit_ratio": figures["fit_ratio"] >= 1.0,
         "ig_speedup": bool(figures["ig_speedup"]) and figures["ig_speedup"] >= 10,
-        "cli_s": max(cli.values()) < 0.5,
+        "cli_s": max(cli["help"], cli["validate"]) < 0.5,
         "pipeline_ratio": min(figures["pipeline_ratio"].values()) >= 5,
         "peak_rss_ratio": figures["peak_rss_ratio"] <= 1.1,
     }

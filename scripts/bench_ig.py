@@ -10,6 +10,7 @@ batched version uses Gauss-Legendre. Prints wall times, the speedup and complete
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -39,7 +40,11 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--steps", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--quick", action="store_true", help="8 images instead of --images")
+    parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line, last")
     args = parser.parse_args()
+    if args.quick:
+        args.images = 8
     run_path = args.run or str(max(Path("runs/quickstart").glob("*/checkpoints/best.keras")).parents[1])
 
     from nnrun.engine import runtime
@@ -47,7 +52,7 @@ def main() -> None:
     from nnrun.engine.evaluate import load_checkpoint, load_run_config
     from nnrun.engine.rundir import RunDir
     from nnrun.explain.base import gradient_fn, outputs_of, scores_of
-    from nnrun.explain.integrated_gradients import completeness_error, integrated_gradients, quadrature
+    from nnrun.explain.integrated_gradients import IGParams, completeness_error, integrated_gradients, quadrature
 
     run = RunDir.open(run_path)
     cfg = load_run_config(run)
@@ -65,7 +70,8 @@ def main() -> None:
     looped = np.stack([seed_loop(tf, model, tf.constant(x[i]), int(targets[i]), args.steps) for i in range(len(x))])
     loop_s = time.perf_counter() - start
 
-    nodes, weights = quadrature(args.steps)
+    defaults = IGParams(steps=args.steps)  # the rule `nnrun explain` uses
+    nodes, weights = quadrature(args.steps, defaults.quadrature, defaults.panels)
     grad = gradient_fn(model, "probability")
     start = time.perf_counter()
     integrated_gradients(grad, x[:1], baseline[:1], targets[:1], nodes, weights, args.batch_size)  # trace
@@ -80,10 +86,17 @@ def main() -> None:
     print(f"{len(x)} images x {args.steps} steps, {x.shape[1]}x{x.shape[2]} px, batch size {args.batch_size}")
     print(f"seed loop (1 gradient call per step, linspace mean): {loop_s:8.2f} s   "
           f"completeness error max {np.nanmax(loop_err):.4f} mean {np.nanmean(loop_err):.4f}")
-    print(f"batched (chunks, Gauss-Legendre):                   {batched_s:8.2f} s   "
+    print(f"batched (chunks, {defaults.panels}-panel Gauss-Legendre):           {batched_s:8.2f} s   "
           f"completeness error max {np.nanmax(batched_err):.4f} mean {np.nanmean(batched_err):.4f}"
           f"   (+{trace_s:.2f} s one-off tracing)")
     print(f"speedup: {loop_s / batched_s:.1f}x ({loop_s / (batched_s + trace_s):.1f}x counting tracing)")
+    if args.json:
+        print(json.dumps({
+            "speedup": round(loop_s / batched_s, 1), "speedup_with_tracing": round(loop_s / (batched_s + trace_s), 1),
+            "images": len(x), "steps": args.steps, "loop_s": round(loop_s, 3), "batched_s": round(batched_s, 3),
+            "loop_completeness_max": float(np.nanmax(loop_err)),
+            "batched_completeness_max": float(np.nanmax(batched_err)),
+        }))
 
 
 if __name__ == "__main__":

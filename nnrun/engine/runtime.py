@@ -34,7 +34,10 @@ def _silenced_stderr():
 
 def import_tensorflow():
     """Import TensorFlow (and initialise its devices) without the start-up log noise."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # 3: TF's C++ errors that matter surface as Python exceptions; its level-2 lines here are noise
+    # (e.g. a tf.data attribute warning logged at error level). NNRUN_TF_LOGS=1 shows everything.
+    if not os.environ.get("NNRUN_TF_LOGS"):
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
     with _silenced_stderr():
@@ -62,25 +65,31 @@ def setup(cfg: RunConfig):
             tf.config.experimental.set_memory_growth(gpu, True)
         except RuntimeError:
             pass
+    from nnrun.engine import distribute
+
+    distribute.configure_devices(cfg, tf)
+    strategy = strategy_for(cfg, tf)  # before any op: MultiWorkerMirroredStrategy requires it
     keras.utils.set_random_seed(cfg.seed)
     if cfg.runtime.deterministic:
         tf.config.experimental.enable_op_determinism()
     from nnrun.components.techniques.mixed_precision import effective_precision
 
     keras.config.set_dtype_policy(effective_precision(cfg.train))
-    return strategy_for(cfg, tf)
+    return strategy
 
 
 def strategy_for(cfg: RunConfig, tf):
-    gpus = tf.config.list_logical_devices("GPU")
-    device = gpus[0].name if gpus else "/cpu:0"
-    return tf.distribute.OneDeviceStrategy(device)
+    from nnrun.engine import distribute
+
+    return distribute.strategy_for(cfg, tf)
 
 
 def versions_and_device() -> dict:
     import keras
     import numpy
     import tensorflow as tf
+
+    from nnrun.engine import distribute
 
     gpus = tf.config.list_physical_devices("GPU")
     return {
@@ -96,5 +105,6 @@ def versions_and_device() -> dict:
             "cpu_count": os.cpu_count(),
             "gpus": [g.name for g in gpus],
             "accelerator": "gpu" if gpus else "cpu",
+            "distribution": distribute.describe(),
         },
     }
