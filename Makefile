@@ -1,4 +1,5 @@
 # One command sets up and runs the main job; one sets up and runs the tests.
+SHELL  := /bin/bash
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
@@ -16,7 +17,7 @@ $(STAMP): pyproject.toml
 
 ## Train the quickstart on built-in data, then draw Grad-CAM heatmaps for it.
 run: setup
-	@set -e; RUN=$$($(BIN)/nnrun train configs/quickstart.yaml --verbose | tee /dev/stderr | tail -n 1); \
+	@set -eo pipefail; RUN=$$($(BIN)/nnrun train configs/quickstart.yaml --verbose | tee /dev/stderr | tail -n 1); \
 	echo "run directory: $$RUN"; \
 	$(BIN)/nnrun explain "$$RUN" --method gradcam
 
