@@ -20,6 +20,10 @@ KINDS = ("dataset", "model", "loss", "optimizer", "schedule", "technique", "expl
 # Modules that declare components; importing them fills the tables.
 CATALOG = (
     "nnrun.components.data.shapes",
+    "nnrun.components.data.image_folder",
+    "nnrun.components.data.npz",
+    "nnrun.components.data.tfds_source",
+    "nnrun.components.data.augment",
     "nnrun.components.models.resnet",
     "nnrun.components.losses.crossentropy",
     "nnrun.components.data.sequences",

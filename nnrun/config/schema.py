@@ -93,7 +93,15 @@ class TrainConfig(Section):
 
 
 class RuntimeConfig(Section):
-    strategy: Literal["auto", "one_device"] = Field("auto", description="tf.distribute strategy")
+    strategy: Literal["auto", "one_device", "mirrored", "multi_worker", "tpu"] = Field(
+        "auto", description="tf.distribute strategy; auto: mirrored over several GPUs, else one_device"
+    )
+    lr_scaling: Literal["none", "linear"] = Field(
+        "none", description="linear: multiply the learning rate by the number of replicas"
+    )
+    cpu_devices: int | None = Field(
+        None, ge=1, le=64, description="split the CPU into N logical devices (mirrored on CPU, for tests)"
+    )
     deterministic: bool = Field(True, description="bit-identical runs on one machine (op determinism)")
     threads: int | None = Field(None, gt=0, description="CPU threads for TensorFlow (intra and inter op)")
     runs_root: str = Field("runs", description="directory that holds <name>/<run-id>/ run directories")

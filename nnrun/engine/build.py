@@ -81,6 +81,11 @@ def build_optimizer(cfg: RunConfig, num_train: int, lr_scale: float = 1.0):
 
 
 def compile_model(model, cfg: RunConfig, data: DataBundle, lr_scale: float = 1.0) -> None:
+    import tensorflow as tf
+
+    from nnrun.engine.distribute import lr_factor
+
+    lr_scale *= lr_factor(cfg, tf.distribute.get_strategy())  # runtime.lr_scaling (called in strategy.scope())
     model.compile(
         optimizer=build_optimizer(cfg, len(data.split("train")), lr_scale),
         loss=build_loss(cfg),

@@ -123,7 +123,12 @@ def train(cfg: RunConfig, argv: list[str], out: Output, resume: RunDir | None = 
     """Train a new run (or continue `resume`) and leave it completed, failed or interrupted."""
     prepared = prepare(cfg, run_dir=resume.path if resume else None)
     if resume is None:
-        run = RunDir.create(cfg)
+        from nnrun.engine.distribute import worker_runs_root
+
+        # Only the chief writes the run; other multi-worker tasks get their own directory.
+        root = worker_runs_root(cfg)
+        run = RunDir.create(cfg if root == cfg.runtime.runs_root else cfg.model_copy(
+            update={"runtime": cfg.runtime.model_copy(update={"runs_root": root})}))
         run.start(cfg, argv)
     else:
         run = resume
@@ -260,7 +265,10 @@ def _fit_segments(p: Prepared, run: RunDir, out: Output, guard: SignalGuard, bac
     best_so_far = (max(seen) if mode == "max" else min(seen)) if seen else None
     metrics_log = callbacks.MetricsLog(run, steps, history=train_history, techniques=p.techniques)
     backup = callbacks.Backup(backup_dir, steps, cfg.train.backup_every_steps, guard)
+    from nnrun.engine.distribute import callbacks as strategy_callbacks
+
     common = [
+        *strategy_callbacks(p.strategy, model),  # first: later callbacks save what it synchronises
         metrics_log,
         keras.callbacks.ModelCheckpoint(run.checkpoints / "best.keras", monitor=monitor, save_best_only=True,
                                         mode=mode, initial_value_threshold=best_so_far),

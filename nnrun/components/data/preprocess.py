@@ -1,0 +1,109 @@
+"""Preprocessing shared by the real data sources (image_folder, npz, tfds).
+
+Sources decode into in-memory numpy splits (the engine's pipeline gathers batches by index, so
+a resumed run replays exactly the same batches). Rescaling and normalisation are applied once,
+to the arrays, at build time; the normalisation statistics come from the training split only.
+Per-example random augmentation (flip, crop with padding) is the `augment` technique
+(nnrun/components/data/augment.py): it must run per batch, keyed on (seed, epoch, step).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from nnrun.components.data.base import DataBundle, Split
+from nnrun.errors import ConfigError
+from nnrun.registry import Params
+
+
+class ImagePreprocess(Params):
+    """Fields every image source shares (mixed into each source's params)."""
+
+    rescale: float | None = Field(
+        None, gt=0, description="multiply pixels by this; default: 1/255 for integer images, 1 for float images"
+    )
+    normalize: Literal["none", "train", "fixed"] = Field(
+        "none", description="none; train: subtract the per-channel mean and divide by the std of the "
+        "training split; fixed: use `mean` and `std`"
+    )
+    mean: list[float] | None = Field(None, description="per-channel mean for normalize: fixed (after rescale)")
+    std: list[float] | None = Field(None, description="per-channel std for normalize: fixed (after rescale)")
+
+    @model_validator(mode="after")
+    def _check_fixed(self):
+        if self.normalize == "fixed":
+            if not self.mean or not self.std or len(self.mean) != len(self.std):
+                raise ValueError("normalize: fixed needs `mean` and `std` lists of the same length")
+            if min(self.std) <= 0:
+                raise ValueError("std entries must be > 0")
+        elif self.mean is not None or self.std is not None:
+            raise ValueError("`mean` and `std` are only used with normalize: fixed")
+        return self
+
+
+def as_float_images(x: np.ndarray, rescale: float | None) -> np.ndarray:
+    """Images as float32 (N, H, W, C); integer images default to the 0..1 range."""
+    if x.ndim == 3:  # (N, H, W) grayscale
+        x = x[..., None]
+    if rescale is None:
+        rescale = 1 / 255 if np.issubdtype(x.dtype, np.integer) else 1.0
+    out = x.astype(np.float32)
+    if rescale != 1.0:
+        out *= np.float32(rescale)
+    return out
+
+
+def finish_images(splits: dict[str, Split], p: ImagePreprocess, class_names: list[str], num_classes: int,
+                  source: str) -> DataBundle:
+    """Rescale and normalise image splits (statistics from "train") and wrap them in a bundle."""
+    unique = list({id(s): s for s in splits.values()}.values())  # val may be the test split itself
+    for split in unique:
+        split.x = as_float_images(split.x, p.rescale)
+    channels = splits["train"].x.shape[-1]
+    meta: dict = {"source": source}
+    if p.normalize != "none":
+        if p.normalize == "train":
+            # float64 sums: float32 accumulation over millions of pixels loses digits.
+            mean = splits["train"].x.mean(axis=(0, 1, 2), dtype=np.float64)
+            std = splits["train"].x.std(axis=(0, 1, 2), dtype=np.float64)
+            std = np.where(std > 1e-8, std, 1.0)  # a constant channel stays finite
+        else:
+            mean, std = np.asarray(p.mean), np.asarray(p.std)
+            if len(mean) != channels:
+                raise ConfigError(f"mean/std have {len(mean)} entries, the images have {channels} channels",
+                                  "data.params.mean")
+        for split in unique:
+            split.x = ((split.x - mean.astype(np.float32)) / std.astype(np.float32)).astype(np.float32)
+        meta["normalization"] = {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
+    shape = tuple(int(d) for d in splits["train"].x.shape[1:])
+    return DataBundle(splits, shape, num_classes, class_names, meta=meta)
+
+
+def labels_as_indices(y: np.ndarray, name: str) -> np.ndarray:
+    """Integer class labels from integer or one-hot arrays."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] > 1:
+        y = y.argmax(axis=1)
+    y = y.reshape(len(y))
+    if not (np.issubdtype(y.dtype, np.integer) or np.all(np.mod(y, 1) == 0)):
+        raise ConfigError(f"{name} must hold integer class labels (or one-hot rows)", "data.params")
+    y = y.astype(np.int32)
+    if len(y) and y.min() < 0:
+        raise ConfigError(f"{name} has negative class labels", "data.params")
+    return y
+
+
+def holdout(x: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> tuple[Split, Split]:
+    """Split off a validation fraction, stratified by class so small classes keep examples."""
+    rng = np.random.default_rng(seed)
+    val_idx = []
+    for label in np.unique(y):
+        idx = np.flatnonzero(y == label)
+        rng.shuffle(idx)
+        val_idx.extend(idx[: max(1, round(fraction * len(idx)))] if len(idx) > 1 else [])
+    val_mask = np.zeros(len(y), bool)
+    val_mask[np.asarray(val_idx, dtype=int)] = True
+    return Split(x[~val_mask], y[~val_mask]), Split(x[val_mask], y[val_mask])

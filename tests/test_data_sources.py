@@ -1,0 +1,217 @@
+"""Real data sources (image_folder, npz, tfds), shared preprocessing and the augment technique."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nnrun.components.data import image_folder, npz
+from nnrun.config import load_config
+from nnrun.errors import ConfigError
+from tests.conftest import run_cli
+
+COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220)}
+
+
+def make_folder(root: Path, per_class: int = 40, layout: str = "train_val") -> Path:
+    """Two easy colour classes as PNG/JPEG files of varied sizes."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    parts = ("train", "val") if layout == "train_val" else ("",)
+    for part in parts:
+        for name, colour in COLOURS.items():
+            folder = root / part / name
+            folder.mkdir(parents=True)
+            for i in range(per_class if part != "val" else per_class // 4):
+                h, w = rng.integers(12, 40, 2)
+                pixels = np.clip(np.array(colour) + rng.normal(0, 25, (h, w, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.{'png' if i % 2 else 'jpg'}")
+    return root
+
+
+def test_image_folder_resizes_and_labels_by_subfolder(tmp_path):
+    root = make_folder(tmp_path / "imgs")
+    data = image_folder.build(image_folder.ImageFolderParams(path=str(root), image_size=16))
+    train, val = data.split("train"), data.split("val")
+    assert data.class_names == ["blue", "red"] and data.input_shape == (16, 16, 3)
+    assert train.x.shape == (80, 16, 16, 3) and val.x.shape == (20, 16, 16, 3) and train.x.dtype == np.float32
+    assert 0 <= train.x.min() and train.x.max() <= 1  # uint8 rescaled by 1/255
+    red = train.x[train.y == 1]
+    assert red[..., 0].mean() > 0.7 and red[..., 2].mean() < 0.3
+
+
+def test_image_folder_reports_corrupt_files_by_name(tmp_path):
+    root = make_folder(tmp_path / "imgs")
+    (root / "train" / "red" / "notes.txt").write_text("not an image")
+    (root / "train" / "blue" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage")
+    with pytest.raises(ConfigError, match=r"2 file\(s\) are not readable images: .*broken.png.*notes.txt"):
+        image_folder.build(image_folder.ImageFolderParams(path=str(root), image_size=16))
+    data = image_folder.build(image_folder.ImageFolderParams(path=str(root), image_size=16, skip_invalid=True))
+    assert len(data.split("train")) == 80
+
+
+def test_single_folder_with_validation_split_is_stratified(tmp_path):
+    root = make_folder(tmp_path / "flat", per_class=20, layout="flat")
+    data = image_folder.build(image_folder.ImageFolderParams(path=str(root), image_size=8, validation_split=0.25))
+    assert np.bincount(data.split("val").y).tolist() == [5, 5]
+    assert len(data.split("train")) == 30
+    with pytest.raises(ConfigError, match="validation_split"):
+        image_folder.build(image_folder.ImageFolderParams(path=str(root), image_size=8))
+
+
+def test_normalisation_uses_training_statistics(tmp_path):
+    rng = np.random.default_rng(1)
+    path = tmp_path / "d.npz"
+    np.savez(path, x_train=rng.integers(0, 256, (64, 8, 8, 3), dtype=np.uint8), y_train=np.arange(64) % 2,
+             x_test=np.full((8, 8, 8, 3), 255, np.uint8), y_test=np.arange(8) % 2)
+    data = npz.build(npz.NpzParams(path=str(path), normalize="train"))
+    train = data.split("train").x
+    np.testing.assert_allclose(train.mean(axis=(0, 1, 2)), 0, atol=1e-5)
+    np.testing.assert_allclose(train.std(axis=(0, 1, 2)), 1, atol=1e-4)
+    mean, std = (np.array(data.meta["normalization"][k]) for k in ("mean", "std"))
+    np.testing.assert_allclose(data.split("val").x[0, 0, 0], (1 - mean) / std, rtol=1e-5)  # test stats not used
+    assert data.split("val") is data.split("test")
+
+
+def test_npz_errors_are_one_line_config_errors(tmp_path):
+    path = tmp_path / "d.npz"
+    np.savez(path, x_train=np.zeros((4, 3)), y_train=np.zeros(4))
+    with pytest.raises(ConfigError, match="no x_val or x_test"):
+        npz.build(npz.NpzParams(path=str(path)))
+    np.savez(path, x_train=np.zeros((4, 3)), y_train=np.zeros(3), x_val=np.zeros((2, 3)), y_val=np.zeros(2))
+    with pytest.raises(ConfigError, match="x_train has 4 rows, y_train 3"):
+        npz.build(npz.NpzParams(path=str(path)))
+    (tmp_path / "bad.npz").write_text("nope")
+    with pytest.raises(ConfigError, match="not a readable .npz"):
+        npz.build(npz.NpzParams(path=str(tmp_path / "bad.npz")))
+
+
+def test_npz_one_hot_labels_and_vectors_pass_through(tmp_path):
+    path = tmp_path / "v.npz"
+    y = np.eye(3)[np.arange(30) % 3]
+    np.savez(path, x_train=np.ones((30, 5), np.float32), y_train=y, x_val=np.ones((6, 5), np.float32), y_val=y[:6])
+    data = npz.build(npz.NpzParams(path=str(path)))
+    assert data.input_shape == (5,) and data.num_classes == 3 and data.split("train").y.tolist()[:4] == [0, 1, 2, 0]
+
+
+def test_missing_folder_exits_2_before_any_run_dir(tmp_path, write_yaml):
+    cfg = write_yaml(f"""
+        name: f
+        data: {{dataset: image_folder, params: {{path: {tmp_path / 'nope'}, image_size: 16}}, batch_size: 8}}
+        model: {{name: resnet, params: {{stages: [8], blocks_per_stage: 1}}}}
+        runtime: {{runs_root: {tmp_path / 'runs'}}}
+        """)
+    res = run_cli("train", str(cfg))
+    assert res.returncode == 2 and "image folder not found" in res.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+# --- training ------------------------------------------------------------------------------
+
+CONFIG = """
+name: {name}
+seed: 0
+data: {{dataset: {dataset}, params: {params}, batch_size: 16}}
+model: {{name: resnet, params: {{stages: [8], blocks_per_stage: 1}}}}
+optimizer: {{name: adam, learning_rate: 0.01}}
+train: {{epochs: {epochs}, techniques: {techniques}}}
+runtime: {{runs_root: {runs}}}
+"""
+
+
+def _train(tmp_path: Path, dataset: str, params: dict, techniques: str = "{}", epochs: int = 3) -> dict:
+    cfg = tmp_path / f"{dataset}.yaml"
+    cfg.write_text(CONFIG.format(name=dataset, dataset=dataset, params=json.dumps(params), techniques=techniques,
+                                 epochs=epochs, runs=tmp_path / "runs"))
+    res = run_cli("train", str(cfg))
+    assert res.returncode == 0, res.stderr
+    return json.loads((Path(res.stdout.strip().splitlines()[-1]) / "run.json").read_text())
+
+
+@pytest.mark.slow
+def test_trains_on_an_image_folder_with_augmentation(tmp_path):
+    root = make_folder(tmp_path / "imgs")
+    record = _train(tmp_path, "image_folder", {"path": str(root), "image_size": 16},
+                    techniques='{augment: {flip: both, crop_padding: 2}}')
+    assert record["status"] == "completed" and record["final_metrics"]["val_accuracy"] >= 0.9
+    assert record["techniques"]["augment"]["crop_padding"] == 2
+
+
+@pytest.mark.slow
+def test_trains_on_npz(tmp_path):
+    rng = np.random.default_rng(0)
+    y = np.arange(160) % 2
+    x = rng.normal(0.3, 0.1, (160, 12, 12, 1)).astype(np.float32)
+    x[y == 1, :6] += 0.5  # class 1: bright top half
+    np.savez(tmp_path / "d.npz", x_train=x[:128], y_train=y[:128], x_val=x[128:], y_val=y[128:])
+    record = _train(tmp_path, "npz", {"path": str(tmp_path / "d.npz"), "normalize": "train"})
+    assert record["status"] == "completed" and record["final_metrics"]["val_accuracy"] >= 0.9
+
+
+def test_tfds_offline_fails_fast_with_a_how_to(tmp_path, write_yaml):
+    cfg = write_yaml(f"""
+        name: t
+        data: {{dataset: tfds, params: {{name: mnist, data_dir: {tmp_path / 'tfds'}}}}}
+        model: resnet
+        runtime: {{runs_root: {tmp_path / 'runs'}}}
+        """)
+    start = time.monotonic()
+    res = run_cli("train", str(cfg))
+    assert res.returncode == 2, res.stderr
+    assert "not prepared" in res.stderr and "tfds build mnist" in res.stderr and len(res.stderr.splitlines()) == 1
+    assert time.monotonic() - start < 60 and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, shape", [("mnist", (28, 28, 1)), ("cifar10", (16, 16, 3))])
+def test_tfds_source_trains_on_fake_data(tmp_path, name, shape):
+    """In-process (the fake-data helper patches TFDS in this process), one short epoch."""
+    import tensorflow_datasets as tfds
+
+    from nnrun.components.data import tfds_source
+    from nnrun.engine.train import Output, train
+
+    params = {"name": name, "download": True, "max_examples": 64}
+    if name == "cifar10":
+        params["image_size"] = 16
+    with tfds.testing.mock_data(num_examples=64, policy=tfds.testing.MockPolicy.USE_CODE):
+        data = tfds_source.build(tfds_source.TfdsParams(**params))
+        assert data.input_shape == shape and data.num_classes == 10 and len(data.split("train")) == 64
+        assert 0 <= data.split("train").x.min() and data.split("train").x.max() <= 1
+        cfg_path = tmp_path / "t.yaml"
+        cfg_path.write_text(CONFIG.format(name=name, dataset="tfds", params=json.dumps(params), techniques="{}",
+                                          epochs=1, runs=tmp_path / "runs"))
+        run = train(load_config(cfg_path, []), ["nnrun", "train"], Output(console=None, progress=False, epoch_lines=False))
+    record = json.loads((run.path / "run.json").read_text())
+    assert record["status"] == "completed" and np.isfinite(record["final_metrics"]["loss"])
+
+
+def test_augment_is_a_pure_function_of_the_key_and_really_augments():
+    import tensorflow as tf
+
+    from nnrun.components.data.augment import Augment, AugmentParams
+    from nnrun.components.techniques.base import TechniqueContext
+
+    ctx = TechniqueContext(epochs=1, batch_size=8, steps_per_epoch=1, image_size=8, label_mode="onehot")
+    images = tf.reshape(tf.range(64 * 8, dtype=tf.float32), (8, 8, 8, 1))
+    flip = Augment(AugmentParams(flip="horizontal"), ctx)
+    key = tf.constant([3, 4], tf.int64)
+    a, _ = flip.batch_transform(images, None, 0, key)
+    b, _ = flip.batch_transform(images, None, 0, key)
+    np.testing.assert_array_equal(a, b)
+    flipped = [bool(np.array_equal(a[i], images[i][:, ::-1])) for i in range(8)]
+    kept = [bool(np.array_equal(a[i], images[i])) for i in range(8)]
+    assert all(f or k for f, k in zip(flipped, kept)) and any(flipped) and any(kept)
+    crop = Augment(AugmentParams(flip="none", crop_padding=2, pad_mode="constant"), ctx)
+    c, _ = crop.batch_transform(images, None, 0, key)
+    assert c.shape == images.shape
+    for i in range(8):  # each output is an 8x8 window of the zero-padded image
+        padded = np.pad(images[i].numpy(), ((2, 2), (2, 2), (0, 0)))
+        windows = [padded[r:r + 8, s:s + 8] for r in range(5) for s in range(5)]
+        assert any(np.array_equal(c[i], w) for w in windows)
+    assert not np.array_equal(c, images)

@@ -1,0 +1,148 @@
+"""tf.distribute: TF_CONFIG and chief rules, mirrored over two logical CPUs, two real workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nnrun.config import load_config
+from nnrun.engine import distribute
+from nnrun.errors import ConfigError
+from tests.conftest import ROOT, TINY, run_cli
+
+
+def _tf_config(kind: str, index: int, cluster: dict) -> str:
+    return json.dumps({"cluster": cluster, "task": {"type": kind, "index": index}})
+
+
+@pytest.mark.parametrize("kind, index, cluster, chief", [
+    ("worker", 0, {"worker": ["a:1", "b:1"]}, True),
+    ("worker", 1, {"worker": ["a:1", "b:1"]}, False),
+    ("worker", 0, {"chief": ["c:1"], "worker": ["a:1"]}, False),
+    ("chief", 0, {"chief": ["c:1"], "worker": ["a:1"]}, True),
+])
+def test_chief_is_the_chief_task_or_worker_zero(monkeypatch, kind, index, cluster, chief):
+    monkeypatch.setenv("TF_CONFIG", _tf_config(kind, index, cluster))
+    assert distribute.is_chief() is chief
+
+
+def test_without_tf_config_the_process_is_chief(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert distribute.is_chief() and distribute.tf_config() == {}
+
+
+def test_bad_tf_config_is_a_config_error(monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(ConfigError, match="TF_CONFIG is not valid JSON"):
+        distribute.is_chief()
+    monkeypatch.setenv("TF_CONFIG", '{"task": {}}')
+    with pytest.raises(ConfigError, match="'cluster' and 'task'"):
+        distribute.is_chief()
+
+
+def test_non_chief_workers_write_elsewhere(monkeypatch, tiny_config, tmp_path):
+    cfg = load_config(tiny_config, [])
+    monkeypatch.setenv("TF_CONFIG", _tf_config("worker", 0, {"worker": ["a:1", "b:1"]}))
+    assert distribute.worker_runs_root(cfg) == cfg.runtime.runs_root
+    monkeypatch.setenv("TF_CONFIG", _tf_config("worker", 1, {"worker": ["a:1", "b:1"]}))
+    monkeypatch.setenv("NNRUN_WORKER_DIR", str(tmp_path / "w1"))
+    assert distribute.worker_runs_root(cfg) == str(tmp_path / "w1")
+    monkeypatch.delenv("NNRUN_WORKER_DIR")
+    scratch = distribute.worker_runs_root(cfg)
+    assert scratch != cfg.runtime.runs_root and "worker1" in scratch and os.path.isdir(scratch)
+    os.rmdir(scratch)
+
+
+def test_linear_lr_scaling_multiplies_by_replicas(tiny_config):
+    class FakeStrategy:
+        num_replicas_in_sync = 4
+
+    assert distribute.lr_factor(load_config(tiny_config, []), FakeStrategy()) == 1.0
+    linear = load_config(tiny_config, ["runtime.lr_scaling=linear"])
+    assert distribute.lr_factor(linear, FakeStrategy()) == 4.0
+
+
+def test_unknown_strategy_is_rejected_by_validate(tiny_config):
+    res = run_cli("validate", str(tiny_config), "--set", "runtime.strategy=horovod")
+    assert res.returncode == 2 and "runtime.strategy" in res.stderr
+
+
+# --- training (each in its own process: logical devices and collectives are per process) ----
+
+SMALL = ["data.params.num_train=256", "data.params.num_val=64", "data.batch_size=32", "train.epochs=2"]
+
+
+def _model_arrays(run: Path) -> list[np.ndarray]:
+    with np.load(run / "checkpoints" / "backup" / "state.npz") as state:
+        return [state[k] for k in sorted(state.files) if k.startswith("model/")]
+
+
+@pytest.mark.slow
+def test_mirrored_over_two_logical_cpus(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY.replace("RUNS", str(tmp_path / "runs")))
+    sets = SMALL + ["runtime.strategy=mirrored", "runtime.cpu_devices=2"]
+    res = run_cli("train", str(config), *(a for s in sets for a in ("--set", s)), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    record = json.loads((Path(res.stdout.strip().splitlines()[-1]) / "run.json").read_text())
+    assert record["status"] == "completed"
+    dist = record["device"]["distribution"]
+    assert (dist["strategy"], dist["class"]) == ("mirrored", "MirroredStrategy") and dist["replicas"] == 2
+    assert len(dist["devices"]) == 2 and all("CPU" in d.upper() for d in dist["devices"])
+    assert np.isfinite(record["final_metrics"]["loss"])
+
+
+def _free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_two_workers_train_to_identical_weights_and_only_the_chief_writes(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY.replace("RUNS", str(tmp_path / "runs")))
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
+    sets = [a for s in SMALL + ["runtime.strategy=multi_worker"] for a in ("--set", s)]
+    procs = []
+    for index in range(2):
+        env = {**os.environ, "TF_CONFIG": _tf_config("worker", index, cluster),
+               "NNRUN_WORKER_DIR": str(tmp_path / f"worker{index}")}
+        procs.append(subprocess.Popen([sys.executable, "-m", "nnrun", "train", str(config), *sets], cwd=ROOT,
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        outs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+    chief_run, other_run = (Path(out.strip().splitlines()[-1]) for out, _ in outs)
+    # Only the chief wrote under runs_root; worker 1 used its own directory.
+    assert chief_run.parent.parent == tmp_path / "runs"
+    assert [p for p in (tmp_path / "runs" / "tiny").iterdir()] == [chief_run]
+    assert other_run.is_relative_to(tmp_path / "worker1") and not (tmp_path / "worker0").exists()
+    record = json.loads((chief_run / "run.json").read_text())
+    assert record["status"] == "completed"
+    dist = record["device"]["distribution"]
+    assert dist["strategy"] == "multi_worker" and dist["replicas"] == 2
+    assert dist["task"] == {"type": "worker", "index": 0, "chief": True, "workers": 2}
+    # Synchronous training: both workers end with the same weights, and training moved them.
+    chief, other = _model_arrays(chief_run), _model_arrays(other_run)
+    assert len(chief) == len(other) > 0
+    for a, b in zip(chief, other):
+        np.testing.assert_array_equal(a, b)
+    rows = [json.loads(line) for line in (chief_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows if r.get("split") == "train"] == [1, 2]
