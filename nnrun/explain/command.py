@@ -123,6 +123,11 @@ def explain(run_dir: str | Path, method: str, *, layer: str | None = None, num_i
         errors = per_image["completeness_error"]
         summary["completeness_error_max"] = float(np.nanmax(errors)) if np.isfinite(errors).any() else None
         summary["completeness_error_mean"] = float(np.nanmean(errors)) if np.isfinite(errors).any() else None
+        summary["completeness_abs_error_max"] = float(np.nanmax(per_image["completeness_abs_error"]))
+        conditioned = per_image.pop("completeness_conditioned").astype(bool)
+        kept = errors[conditioned & np.isfinite(errors)]
+        summary["completeness_error_max_conditioned"] = float(kept.max()) if kept.size else None
+        summary["completeness_ill_conditioned"] = int((~conditioned).sum())
     if sanity_check:
         per_image["sanity_rank_correlation"] = _sanity(component, params, model, x, targets, batch_size,
                                                        result.heatmap, cfg.seed, summary)

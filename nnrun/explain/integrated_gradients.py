@@ -32,6 +32,11 @@ class IGParams(Params):
     score: Score = Field("probability", description="attributed score: softmax probability (conventional) or logit")
     blur_sigma: float = Field(0.0, ge=0, description="blur baseline's Gaussian sigma in pixels; 0: image size / 8")
     seed: int = Field(0, ge=0, description="seed of the uniform-noise baseline")
+    min_gap: float = Field(
+        0.05, ge=0,
+        description="the relative completeness error is also summarised over images with |F(x) - F(x')| >= this "
+                    "(below it the ratio divides by almost nothing)",
+    )
 
     @field_validator("baseline")
     @classmethod
@@ -113,10 +118,16 @@ def integrated_gradients(grad, x, baseline, targets, nodes, weights, batch_size:
     return (delta * total).astype(np.float32)
 
 
+def completeness_abs_error(attributions, f_x, f_baseline) -> np.ndarray:
+    """|sum(IG) - (F(x) - F(x'))| per image."""
+    gap = np.asarray(f_x, np.float64) - np.asarray(f_baseline, np.float64)
+    return np.abs(attributions.reshape(len(attributions), -1).sum(axis=1, dtype=np.float64) - gap)
+
+
 def completeness_error(attributions, f_x, f_baseline) -> np.ndarray:
     """|sum(IG) - (F(x) - F(x'))| / |F(x) - F(x')| per image (NaN when F(x) == F(x'))."""
     gap = np.asarray(f_x, np.float64) - np.asarray(f_baseline, np.float64)
-    error = np.abs(attributions.reshape(len(attributions), -1).sum(axis=1, dtype=np.float64) - gap)
+    error = completeness_abs_error(attributions, f_x, f_baseline)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(np.abs(gap) > 1e-9, error / np.abs(gap), np.nan)
 
@@ -129,7 +140,8 @@ class IntegratedGradients(Explainer):
         self.p = p
         self.nodes, self.weights = quadrature(p.steps, p.quadrature, p.panels)
         self.grad = gradient_fn(model, p.score)
-        self.info = {"steps": p.steps, "baseline": p.baseline, "quadrature": p.quadrature, "score": p.score}
+        self.info = {"steps": p.steps, "baseline": p.baseline, "quadrature": p.quadrature, "panels": p.panels,
+                     "score": p.score, "min_gap": p.min_gap}
         self._baseline = None
 
     def attribute(self, x, targets, batch_size):
@@ -139,7 +151,10 @@ class IntegratedGradients(Explainer):
     def per_image(self, x, targets, raw, batch_size):
         f_x = scores_of(self.model, x, targets, self.p.score, batch_size)
         f_b = scores_of(self.model, self._baseline, targets, self.p.score, batch_size)
-        return {"completeness_error": completeness_error(raw, f_x, f_b), "score": f_x, "baseline_score": f_b}
+        return {"completeness_error": completeness_error(raw, f_x, f_b),
+                "completeness_abs_error": completeness_abs_error(raw, f_x, f_b),
+                "completeness_conditioned": np.abs(f_x - f_b) >= self.p.min_gap,
+                "score": f_x, "baseline_score": f_b}
 
 
 @register("explainer", "integrated-gradients", IGParams)
