@@ -140,14 +140,10 @@ def pipeline_rates() -> dict:
     for label, config in (("quickstart", QUICKSTART), ("all_techniques", ROOT / "configs" / "all_techniques.yaml")):
         cfg = load_config(config)
         runtime.setup(cfg)
-        from nnrun.components.techniques.base import TechniqueContext
-
         data = build.build_data(cfg)
         split = data.split("train")
-        labels = build.label_mode(cfg, data)
-        steps = pipeline.steps_per_epoch(len(split), cfg.data.batch_size)
-        ctx = TechniqueContext(epochs=cfg.train.epochs, batch_size=cfg.data.batch_size, steps_per_epoch=steps,
-                               image_size=data.input_shape[0], label_mode=labels)
+        ctx = build.technique_context(cfg, data)
+        labels, steps = ctx.label_mode, ctx.steps_per_epoch
         techniques = build.build_techniques(cfg, ctx)
         for t in techniques:
             t.prepare(ctx, data, lambda epochs: None)

@@ -217,3 +217,17 @@ def test_techniques_compose_in_one_run(tiny_config, cli):
     assert [r["mixup_alpha"] for r in rows] == [0.1, 0.1, 0.3, 0.0]
     assert rows[-1]["step"] == 4 * 16  # one fit, one optimizer: steps continue across sizes
     assert (run / "curriculum_scores.npy").is_file()
+
+
+def test_evaluate_uses_the_training_eval_size(tiny_config, cli):
+    """Progressive resizing validated at 12 px (native 16): `nnrun evaluate` must score the same way."""
+    res = cli("train", str(tiny_config), "--set",
+              "train.techniques={progressive_resizing: {sizes: [8, 12], epochs: [1, 2]}}")
+    assert res.returncode == 0, res.stderr
+    run = Path(res.stdout.strip().splitlines()[-1])
+    record = json.loads((run / "run.json").read_text())
+    assert record["techniques"]["progressive_resizing"]["eval_size"] == 12
+    scores = cli("evaluate", str(run), "--json")
+    assert scores.returncode == 0, scores.stderr
+    assert json.loads(scores.stdout)["accuracy"] == pytest.approx(record["final_metrics"]["best_val_accuracy"],
+                                                                  abs=1e-6)

@@ -18,6 +18,18 @@ def build_data(cfg: RunConfig) -> DataBundle:
     return component.builder(params)
 
 
+def technique_context(cfg: RunConfig, data: DataBundle, run_dir=None):
+    """What techniques may know about the run (shared by training, evaluation and the benchmark)."""
+    from nnrun.components.techniques.base import TechniqueContext
+
+    return TechniqueContext(
+        epochs=cfg.train.epochs, batch_size=cfg.data.batch_size,
+        steps_per_epoch=steps_per_epoch(len(data.split("train")), cfg.data.batch_size),
+        image_size=data.input_shape[0] if len(data.input_shape) == 3 else None,
+        label_mode=label_mode(cfg, data), run_dir=run_dir,
+    )
+
+
 def build_techniques(cfg: RunConfig, ctx) -> list:
     """Technique objects in config order; each sees the others through ctx.techniques."""
     techniques = []

@@ -42,8 +42,10 @@ def evaluate(run_dir: str | Path, split: str = "val", checkpoint: str = "best") 
     model = load_checkpoint(run, checkpoint)
     model.compile(loss=build.build_loss(cfg), metrics=build.build_metrics(cfg, data))
     labels = build.label_mode(cfg, data)
+    # the techniques' eval transforms (e.g. progressive resizing's eval_size), as in training
+    techniques = build.build_techniques(cfg, build.technique_context(cfg, data))
     ds = pipeline.eval_dataset(part, batch_size=cfg.data.eval_batch_size or cfg.data.batch_size,
-                               num_classes=data.num_classes, label_mode=labels)
+                               num_classes=data.num_classes, label_mode=labels, techniques=techniques)
     scores = model.evaluate(ds, verbose=0, return_dict=True)
     scores = {k: float(v) for k, v in scores.items()}
     run.append_metrics({"split": split, "checkpoint": checkpoint, "examples": len(part), **scores})

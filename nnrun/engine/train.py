@@ -78,7 +78,6 @@ def prepare(cfg: RunConfig, run_dir=None, lr_scale: float = 1.0) -> Prepared:
     from nnrun.engine import runtime
 
     strategy = runtime.setup(cfg)
-    from nnrun.components.techniques.base import TechniqueContext
     from nnrun.engine import build, pipeline, snapshot
 
     data = build.build_data(cfg)
@@ -89,12 +88,8 @@ def prepare(cfg: RunConfig, run_dir=None, lr_scale: float = 1.0) -> Prepared:
         raise ConfigError(
             f"{cfg.data.batch_size} is larger than the training set ({len(train_split)} examples)", "data.batch_size"
         )
-    labels = build.label_mode(cfg, data)
-    steps = pipeline.steps_per_epoch(len(train_split), cfg.data.batch_size)
-    ctx = TechniqueContext(
-        epochs=cfg.train.epochs, batch_size=cfg.data.batch_size, steps_per_epoch=steps,
-        image_size=data.input_shape[0] if len(data.input_shape) == 3 else None, label_mode=labels, run_dir=run_dir,
-    )
+    ctx = build.technique_context(cfg, data, run_dir)
+    labels, steps = ctx.label_mode, ctx.steps_per_epoch
     techniques = build.build_techniques(cfg, ctx)
     with strategy.scope():
         try:
