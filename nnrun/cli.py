@@ -255,7 +255,7 @@ def runs(
             str(r.get("status")), str(r.get("epochs_completed", "-")),
             fmt(fm.get("val_accuracy")), fmt(fm.get("val_loss")), fmt(fm.get("accuracy")),
             *(show(value_of(r, k)) for k in extra),
-            fmt(r.get("wall_time_s")),
+            f"{r['wall_time_s']:.1f}" if isinstance(r.get("wall_time_s"), (int, float)) else "-",
         )
     if not records:
         stdout.print(f"no runs under {root}" + (f" match {' '.join(filters)}" if filters else ""))
