@@ -91,11 +91,11 @@ def train(
     from nnrun.errors import UsageError
 
     _load_plugins(plugin)
-    run = None
+    run, changes = None, []
     if resume is not None:
         from nnrun.engine.resume import prepare_resume
 
-        run, cfg = prepare_resume(resume, config, set_, allow_change)
+        run, cfg, changes = prepare_resume(resume, config, set_, allow_change)
     elif config is None:
         raise UsageError("train needs a CONFIG file (or --resume RUN_DIR)")
     else:
@@ -104,7 +104,7 @@ def train(
     out = Output(console=stderr, progress=interactive and stderr.is_terminal, epoch_lines=verbose and not quiet)
     if interactive and not stderr.is_terminal:
         out.epoch_lines = True
-    run = run_training(cfg, command_line(), out, resume=run)
+    run = run_training(cfg, command_line(), out, resume=run, changes=changes)
     if interactive or verbose:
         record = run.read()
         table = Table(title=f"{cfg.name}: {record.get('status')} in {record.get('wall_time_s')} s")

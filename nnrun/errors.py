@@ -31,3 +31,9 @@ class RunFailed(NNRunError):
 
     exit_code = 1
     prefix = "run failed"
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -97,12 +97,19 @@ def load_catalog() -> None:
         _loaded = True
 
 
+LOADED_PLUGINS: list[str] = []  # recorded in run.json, so later commands on the run load them too
+
+
 def load_plugin(module_or_path: str) -> None:
     """Import a user plugin module (by dotted name or .py path) that calls `register`."""
     import importlib.util
     import pathlib
 
     path = pathlib.Path(module_or_path)
+    spec_name = str(path.resolve()) if path.suffix == ".py" else module_or_path
+    if spec_name in LOADED_PLUGINS:
+        return
+    load_catalog()  # built-ins first, so a plugin cannot silently take a built-in name
     try:
         if path.suffix == ".py":
             if not path.is_file():
@@ -114,6 +121,7 @@ def load_plugin(module_or_path: str) -> None:
             importlib.import_module(module_or_path)
     except ImportError as exc:
         raise ConfigError(f"cannot import plugin {module_or_path!r}: {exc}") from exc
+    LOADED_PLUGINS.append(spec_name)
 
 
 def names(kind: str) -> list[str]:

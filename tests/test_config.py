@@ -88,6 +88,19 @@ def test_bad_values_name_the_key_path(write_yaml, override, expected):
     assert "\n" not in message
 
 
+def test_conflicting_precision_and_multi_worker_limits(write_yaml):
+    path = write_yaml(BASE)
+    assert "conflicts with train.precision mixed_bfloat16" in error_of(
+        load_config, path, ["train.precision=mixed_bfloat16", "train.techniques={mixed_precision: {policy: mixed_float16}}"])
+    assert "train.backup_every_steps: not supported with runtime.strategy: multi_worker" in error_of(
+        load_config, path, ["runtime.strategy=multi_worker", "train.backup_every_steps=5"])
+
+
+def test_set_into_a_shorthand_component(write_yaml):
+    cfg = load_config(write_yaml(BASE + "loss: crossentropy\n"), ["loss.params.label_smoothing=0.1"])
+    assert cfg.loss.name == "crossentropy" and cfg.loss.params["label_smoothing"] == 0.1
+
+
 def test_missing_section_is_named(write_yaml):
     assert error_of(load_config, write_yaml("name: x\ndata: {dataset: shapes}\n")) == "model: required key is missing"
 
@@ -98,6 +111,7 @@ def test_missing_section_is_named(write_yaml):
         ("name: a\nname: b\n", "line 2, column 1: duplicate key 'name'"),
         ("name: [unclosed\n", "invalid YAML at line 2"),
         ("- just\n- a list\n", "top level must be a mapping"),
+        ("? [a, b]\n: 1\n", "line 1, column 3: a key must be a plain value, not a list"),
         ("", "the config file is empty"),
         ("a: !!python/object/apply:os.system ['echo pwned']\n", "invalid YAML"),
     ],

@@ -25,6 +25,7 @@ RELIABLE = TINY.replace("num_train: 1024", "num_train: 2048").replace("train: {e
 train:
   epochs: 4
   backup_every_steps: 4
+  early_stopping: {monitor: val_loss, patience: 50}
   techniques:
     mixup: {alpha: 0.3}
     curriculum: {start: 0.5, full_at_epoch: 3}
@@ -151,7 +152,13 @@ def test_resume_refuses_a_changed_config_unless_allowed(setup):
     assert res.stderr.strip() == ("config error: --resume: the config differs from the run's in "
                                   "optimizer.learning_rate, train.epochs; pass --allow-change KEY for each change you mean")
     done = run_cli("train", "--resume", str(reference))
-    assert done.returncode == 2 and "already finished its 4 epochs" in done.stderr
+    assert done.returncode == 2 and "run is completed; to train longer" in done.stderr
+    allowed_bad = run_cli("train", "--resume", str(reference), "--set", "data.batch_size=100000",
+                          "--set", "train.epochs=5", "--allow-change", "data.batch_size",
+                          "--allow-change", "train.epochs")
+    assert allowed_bad.returncode == 2
+    assert allowed_bad.stderr.startswith("config error: data.batch_size: 100000 is larger than the training set")
+    assert "100000" not in (reference / "config.yaml").read_text()  # nothing written for a refused change
 
 
 def test_resume_completed_run_for_more_epochs(setup, tmp_path):
@@ -194,11 +201,20 @@ def test_non_finite_loss_rollback_recovers(tiny_config):
         ("data.batch_size=4096", "config error: data.batch_size: 4096 is larger than the training set (1024 examples)"),
         ("data.dataset=sequences", "config error: model: "),
         ("runtime.runs_root=/proc/nnrun-cannot-write", "error: cannot create run root /proc/nnrun-cannot-write/tiny"),
+        ("train.monitor=val_acc", "config error: train.monitor: unknown metric 'val_acc'; did you mean 'val_accuracy'?"),
+        ("train.techniques={curriculum: {difficulty: dataset}}",
+         "config error: train.techniques.curriculum.difficulty: this data set supplies no difficulty scores"),
     ],
 )
 def test_inputs_that_cannot_train_exit_2_before_any_run_dir(tiny_config, tmp_path, override, expected):
-    res = run_cli("train", str(tiny_config), "--set", override, "--set", "data.params={}" if "dataset" in override
-                  else "seed=1")
+    extra = {"data.dataset=sequences": "data.params={}",
+             "train.techniques={curriculum: {difficulty: dataset}}": "data={dataset: npz, params: {path: NPZ}}"}
+    npz = tmp_path / "d.npz"
+    rng = np.random.default_rng(0)
+    np.savez(npz, x_train=rng.random((64, 8, 8, 3)), y_train=np.arange(64) % 2,
+             x_val=rng.random((16, 8, 8, 3)), y_val=np.arange(16) % 2)
+    res = run_cli("train", str(tiny_config), "--set", override,
+                  "--set", extra.get(override, "seed=1").replace("NPZ", str(npz)))
     assert res.returncode == 2, res.stderr
     assert res.stderr.strip().startswith(expected), res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
@@ -235,6 +251,13 @@ def test_plugins_only_through_explicit_flag(tmp_path, tiny_config):
     with_plugin = run_cli("validate", str(tiny_config), "--set", "optimizer.schedule=my_constant",
                           "--plugin", str(plugin))
     assert with_plugin.returncode == 0, with_plugin.stderr
+    trained = run_cli("train", str(tiny_config), "--set", "optimizer.schedule=my_constant", "--set", "train.epochs=1",
+                      "--plugin", str(plugin))
+    assert trained.returncode == 0, trained.stderr
+    run = Path(trained.stdout.strip().splitlines()[-1])
+    assert json.loads((run / "run.json").read_text())["plugins"] == [str(plugin.resolve())]
+    later = run_cli("evaluate", str(run), "--json")  # the run remembers its plugins
+    assert later.returncode == 0, later.stderr
 
 
 def test_eight_concurrent_runs_get_distinct_directories(tiny_config, tmp_path):
@@ -243,7 +266,7 @@ def test_eight_concurrent_runs_get_distinct_directories(tiny_config, tmp_path):
                                "--set", "runtime.threads=1"], cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=env) for _ in range(8)]
     outs = [p.communicate(timeout=600) for p in procs]
-    assert [p.returncode for p in procs] == [0] * 8, [o[1][-300:] for o in outs]
+    assert [p.returncode for p in procs] == [0] * 8, [o[1][-3000:] for p, o in zip(procs, outs) if p.returncode]
     dirs = {o[0].strip().splitlines()[-1] for o in outs}
     assert len(dirs) == 8
     for d in dirs:

@@ -227,6 +227,8 @@ def test_evaluate_uses_the_training_eval_size(tiny_config, cli):
     run = Path(res.stdout.strip().splitlines()[-1])
     record = json.loads((run / "run.json").read_text())
     assert record["techniques"]["progressive_resizing"]["eval_size"] == 12
+    final = record["final_metrics"]  # the val set is class-balanced: balanced accuracy == accuracy
+    assert final["val_balanced_accuracy"] == pytest.approx(final["val_accuracy"], abs=1e-6)
     scores = cli("evaluate", str(run), "--json")
     assert scores.returncode == 0, scores.stderr
     assert json.loads(scores.stdout)["accuracy"] == pytest.approx(record["final_metrics"]["best_val_accuracy"],

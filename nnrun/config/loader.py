@@ -45,8 +45,11 @@ def _construct_mapping(loader: StrictLoader, node: yaml.MappingNode, deep: bool 
     seen: dict[Any, Any] = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=True)
+        mark = key_node.start_mark
+        if not isinstance(key, (str, int, float, bool)) and key is not None:
+            raise ConfigError(f"line {mark.line + 1}, column {mark.column + 1}: a key must be a plain value, "
+                              f"not a {type(key).__name__}")
         if key in seen:
-            mark = key_node.start_mark
             raise ConfigError(f"line {mark.line + 1}, column {mark.column + 1}: duplicate key {key!r}")
         seen[key] = True
     return loader.construct_mapping(node, deep=deep)
@@ -143,6 +146,10 @@ def load_raw(path: str | Path, _depth: int = 0, _chain: tuple = ()) -> dict:
     return deep_merge(merged, data)
 
 
+# Sections that accept a bare component name as shorthand (`loss: crossentropy`): a deeper
+# --set (loss.params.label_smoothing=0.1) expands the shorthand to {name: ...} first.
+SHORTHAND = {("loss",), ("model",), ("optimizer", "schedule")}
+
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
@@ -166,6 +173,8 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             child = node.get(key)
             if child is None:
                 child = node[key] = {}
+            if isinstance(child, str) and tuple(keys[: i + 1]) in SHORTHAND:
+                child = node[key] = {"name": child}
             if not isinstance(child, dict):
                 prefix = ".".join(keys[: i + 1])
                 raise ConfigError(f"--set {text!r}: {prefix} is a value, not a section")

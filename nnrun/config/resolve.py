@@ -166,6 +166,13 @@ def resolve(raw: dict) -> RunConfig:
         except ConfigError as exc:
             raise ConfigError(str(exc), f"train.techniques.{tech}") from None
         techniques[tech] = validate_params("technique", tech, params, ("train", "techniques", tech))
+    policy = techniques.get("mixed_precision", {}).get("policy")
+    if policy and data["train"]["precision"] not in ("float32", policy):
+        raise ConfigError(f"policy {policy} conflicts with train.precision {data['train']['precision']}",
+                          "train.techniques.mixed_precision")
+    if data["runtime"]["strategy"] == "multi_worker" and data["train"]["backup_every_steps"]:
+        raise ConfigError("not supported with runtime.strategy: multi_worker (a save on one worker blocks "
+                          "the others)", "train.backup_every_steps")
     return RunConfig.model_validate(data)
 
 

@@ -115,16 +115,23 @@ class Interrupted(KeyboardInterrupt):
 class Backup(keras.callbacks.Callback):
     """Saves the full training state (snapshot.py): at train start if none exists, at every
     epoch end, every `every_steps` steps, and when a stop signal is pending. Also stops the
-    run at the first non-finite loss, before anything bad is saved."""
+    run at the first non-finite loss, before anything bad is saved.
+
+    The position is counted here (epoch, batches done), not derived from
+    `optimizer.iterations`: a float16 LossScaleOptimizer does not count the steps it skips."""
 
     def __init__(self, directory, steps_per_epoch: int, every_steps: int | None, guard):
         super().__init__()
         self.directory, self.steps, self.every, self.guard = directory, steps_per_epoch, every_steps, guard
+        self.epoch, self.step, self.skip = 0, 0, 0
+
+    def begin_segment(self, first_epoch: int, skip_steps: int) -> None:
+        """Called before each fit: its first epoch starts `skip_steps` batches in."""
+        self.epoch, self.step, self.skip = first_epoch, skip_steps, skip_steps
 
     def position(self) -> dict:
         iterations = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        epoch, step = divmod(iterations, self.steps)
-        return {"epoch": epoch, "step": step, "iterations": iterations}
+        return {"epoch": self.epoch, "step": self.step, "iterations": iterations}
 
     def save(self, position=None) -> dict:
         from nnrun.engine import snapshot
@@ -139,19 +146,26 @@ class Backup(keras.callbacks.Callback):
         if not snapshot.exists(self.directory):
             self.save()
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self.skip = self.skip if epoch == self.epoch else 0
+        self.epoch, self.step = epoch, self.skip
+
     def on_train_batch_end(self, batch, logs=None):
+        self.step = self.skip + batch + 1
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            pos = self.position()
-            raise NonFiniteLoss(pos["epoch"] + 1, pos["step"])
+            raise NonFiniteLoss(self.epoch + 1, self.step)
         if self.guard is not None and self.guard.requested:
             raise Interrupted(self.guard.requested, self.save())
-        if self.every:
-            pos = self.position()
-            if pos["step"] and pos["step"] % self.every == 0:
-                self.save(pos)
+        if self.every and self.step % self.every == 0 and self.step < self.steps:
+            self.save()
 
     def on_epoch_end(self, epoch, logs=None):
+        for key in ("loss", "val_loss"):  # the last update may have produced non-finite weights
+            value = (logs or {}).get(key)
+            if value is not None and not math.isfinite(float(value)):
+                raise NonFiniteLoss(epoch + 1, self.step)
+        self.epoch, self.step, self.skip = epoch + 1, 0, 0
         self.save()
 
 
@@ -171,20 +185,22 @@ class RestoreMetrics(keras.callbacks.Callback):
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
-    """EarlyStopping whose patience counter survives a resume: replays the logged epochs."""
+    """EarlyStopping whose patience counter survives a resume and the fit segments of one
+    run: every on_train_begin replays the epochs logged so far (`history` is the live list
+    MetricsLog appends to)."""
 
     def __init__(self, history: list[dict], **kwargs):
         super().__init__(**kwargs)
-        self.replay = [r for r in history if r.get("split") == "train"]
+        self.history = history
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
-        for row in self.replay:
+        if self.monitor_op is None:
+            self._set_monitor_op()  # Keras sets it lazily at the first epoch end
+        for row in self.history:
             current = row.get(self.monitor)
             if current is None:
                 continue
-            if self.best is None or self._is_improvement(current, self.best):
+            self.wait += 1
+            if self._is_improvement(current, self.best):
                 self.best, self.wait = current, 0
-            else:
-                self.wait += 1
-        self.replay = []

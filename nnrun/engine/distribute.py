@@ -21,7 +21,7 @@ import os
 import sys
 import tempfile
 
-from nnrun.errors import ConfigError
+from nnrun.errors import ConfigError, first_line
 
 _current = None  # (resolved name, strategy) this process built, recorded in run.json
 
@@ -96,7 +96,7 @@ def strategy_for(cfg, tf):
             tf.config.experimental_connect_to_cluster(resolver)
             tf.tpu.experimental.initialize_tpu_system(resolver)
         except (ValueError, RuntimeError, tf.errors.OpError) as exc:
-            raise ConfigError(f"no TPU found: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+            raise ConfigError(f"no TPU found: {first_line(exc)}",
                               "runtime.strategy") from None
         strategy = tf.distribute.TPUStrategy(resolver)
     else:  # the schema's Literal makes this unreachable

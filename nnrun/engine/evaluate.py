@@ -7,10 +7,15 @@ from pathlib import Path
 from nnrun.config import resolve
 from nnrun.config.loader import read_yaml_file
 from nnrun.engine.rundir import CONFIG_YAML, RunDir
-from nnrun.errors import UsageError
+from nnrun.errors import UsageError, first_line
 
 
 def load_run_config(run: RunDir):
+    """The run's resolved config, after loading the plugins it was trained with."""
+    from nnrun import registry
+
+    for plugin in run.read().get("plugins", []):
+        registry.load_plugin(plugin)
     return resolve(read_yaml_file(run.path / CONFIG_YAML))
 
 
@@ -27,8 +32,7 @@ def load_checkpoint(run: RunDir, which: str = "best"):
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except ValueError as exc:  # e.g. a Lambda layer: safe_mode refuses to deserialise code
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"refusing to load {path}: {first}") from None
+        raise UsageError(f"refusing to load {path}: {first_line(exc)}") from None
 
 
 def evaluate(run_dir: str | Path, split: str = "val", checkpoint: str = "best") -> dict:

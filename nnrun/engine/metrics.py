@@ -50,9 +50,10 @@ def _pair_distances(model, split, batch_size: int) -> np.ndarray:
     return np.linalg.norm(embeddings[:, 0] - embeddings[:, 1], axis=-1)
 
 
-def final_metrics(model, data, cfg) -> dict:
-    """Classification: per-class recall and balanced accuracy on val. Pairs: val_pair_accuracy
-    at the distance threshold chosen on the training pairs."""
+def final_metrics(model, data, cfg, val_dataset=None) -> dict:
+    """Classification: per-class recall and balanced accuracy on val (through `val_dataset`, the
+    validation pipeline with the techniques' eval transforms, when given). Pairs:
+    val_pair_accuracy at the distance threshold chosen on the training pairs."""
     batch_size = cfg.data.eval_batch_size or cfg.data.batch_size
     val = data.split("val")
     if data.task == "pairs":
@@ -60,7 +61,8 @@ def final_metrics(model, data, cfg) -> dict:
         threshold, train_accuracy = best_threshold(_pair_distances(model, train, batch_size), train.y)
         return {"pair_threshold": threshold, "train_pair_accuracy": train_accuracy,
                 "val_pair_accuracy": pair_accuracy(_pair_distances(model, val, batch_size), val.y, threshold)}
-    logits = model.predict(val.x, batch_size=batch_size, verbose=0)
+    source = val_dataset if val_dataset is not None else val.x
+    logits = model.predict(source, batch_size=None if val_dataset is not None else batch_size, verbose=0)
     predicted = np.argmax(logits, axis=-1)
     names = data.class_names or [str(c) for c in range(data.num_classes)]
     recall = per_class_recall(val.y, predicted, data.num_classes)

@@ -7,20 +7,11 @@ import os
 import platform
 from pathlib import Path
 
-from nnrun.config import RunConfig, load_config, resolve, to_yaml
-from nnrun.config.loader import read_yaml_file
+from nnrun.config import RunConfig, load_config, to_yaml
 from nnrun.engine import snapshot
 from nnrun.engine.rundir import CONFIG_YAML, RunDir, atomic_write
+from nnrun.engine.runs import flatten
 from nnrun.errors import ConfigError, UsageError
-
-
-def flatten(data, prefix: str = "") -> dict:
-    if isinstance(data, dict):
-        out = {}
-        for key, value in data.items():
-            out.update(flatten(value, f"{prefix}{key}."))
-        return out or {prefix[:-1]: {}}
-    return {prefix[:-1]: data}
 
 
 def config_changes(old: RunConfig, new: RunConfig) -> list[str]:
@@ -37,10 +28,14 @@ def _alive(pid) -> bool:
 
 
 def prepare_resume(run_dir: str | Path, config: Path | None, overrides: list[str],
-                   allow_change: list[str]) -> tuple[RunDir, RunConfig]:
+                   allow_change: list[str]) -> tuple[RunDir, RunConfig, list[str]]:
+    """The run, the config to continue with, and the changed keys (written by `record_changes`
+    only once the new config has been prepared successfully)."""
+    from nnrun.engine.evaluate import load_run_config
+
     run = RunDir.open(run_dir)
     record = run.read()
-    original = resolve(read_yaml_file(run.path / CONFIG_YAML))
+    original = load_run_config(run)
     cfg = original
     changes: list[str] = []
     if config is not None or overrides:
@@ -53,6 +48,12 @@ def prepare_resume(run_dir: str | Path, config: Path | None, overrides: list[str
                 f"pass --allow-change KEY for each change you mean", "--resume"
             )
     status = record.get("status")
+    if original.runtime.strategy == "multi_worker" or cfg.runtime.strategy == "multi_worker":
+        raise UsageError("multi_worker runs cannot be resumed yet (a save on one worker blocks the others)")
+    if status == "completed" and "train.epochs" not in changes:
+        raise UsageError(
+            f"run is completed; to train longer: --resume {run.path} --set train.epochs=N --allow-change train.epochs"
+        )
     if status == "running" and record.get("host") == platform.node() and _alive(record.get("pid")):
         raise UsageError(f"run is still running (pid {record.get('pid')}): {run.path}")
     if not snapshot.exists(run.checkpoints / "backup"):
@@ -63,7 +64,10 @@ def prepare_resume(run_dir: str | Path, config: Path | None, overrides: list[str
             f"run already finished its {cfg.train.epochs} epochs; to train longer: "
             f"--resume {run.path} --set train.epochs=N --allow-change train.epochs"
         )
+    return run, cfg, changes
+
+
+def record_changes(run: RunDir, cfg: RunConfig, changes: list[str]) -> None:
     if changes:
         atomic_write(run.path / CONFIG_YAML, to_yaml(cfg))
-        run.update(config_changes=record.get("config_changes", []) + [changes])
-    return run, cfg
+        run.update(config_changes=run.read().get("config_changes", []) + [changes])

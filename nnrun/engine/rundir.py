@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from nnrun import __version__
+from nnrun import __version__, registry
 from nnrun.config import RunConfig, config_hash, to_yaml
 from nnrun.errors import UsageError
 
@@ -104,6 +104,7 @@ class RunDir:
                 "run_id": self.path.name,
                 "argv": argv,
                 "seed": cfg.seed,
+                "plugins": list(registry.LOADED_PLUGINS),
                 "config_hash": config_hash(cfg),
                 "versions": {"python": platform.python_version(), "nnrun": __version__},
                 "host": platform.node(),

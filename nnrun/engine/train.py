@@ -9,12 +9,14 @@ backing up the full state so a killed, interrupted or NaN-stopped run can contin
 from __future__ import annotations
 
 import json
+import os
+import platform
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from nnrun.config import RunConfig
 from nnrun.engine.rundir import RunDir, atomic_write
-from nnrun.errors import ConfigError, NNRunError, RunFailed
+from nnrun.errors import ConfigError, NNRunError, RunFailed, first_line
 
 FINAL_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
@@ -70,7 +72,6 @@ class Prepared:
     techniques: list
     ctx: object
     strategy: object
-    extras: dict = field(default_factory=dict)
 
 
 def prepare(cfg: RunConfig, run_dir=None, lr_scale: float = 1.0) -> Prepared:
@@ -91,12 +92,15 @@ def prepare(cfg: RunConfig, run_dir=None, lr_scale: float = 1.0) -> Prepared:
     ctx = build.technique_context(cfg, data, run_dir)
     labels, steps = ctx.label_mode, ctx.steps_per_epoch
     techniques = build.build_techniques(cfg, ctx)
+    for technique in techniques:
+        technique.check(data)
+    _check_monitors(cfg, data)
     with strategy.scope():
         try:
             model = build.build_model(cfg, data, techniques)
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"{cfg.model.name} cannot be built for data set {cfg.data.dataset!r} "
-                              f"(inputs {tuple(data.input_shape)}): {_first_line(exc)}", "model") from None
+                              f"(inputs {tuple(data.input_shape)}): {first_line(exc)}", "model") from None
         build.compile_model(model, cfg, data, lr_scale)
         sample = next(iter(pipeline.train_dataset(
             train_split, batch_size=cfg.data.batch_size, seed=cfg.seed, num_classes=data.num_classes,
@@ -105,18 +109,35 @@ def prepare(cfg: RunConfig, run_dir=None, lr_scale: float = 1.0) -> Prepared:
             snapshot.build_for_restore(model, sample)
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"model {cfg.model.name!r} does not fit data set {cfg.data.dataset!r}: "
-                              f"{_first_line(exc)}", "model") from None
+                              f"{first_line(exc)}", "model") from None
     return Prepared(cfg, data, model, labels, steps, techniques, ctx, strategy)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+def _check_monitors(cfg: RunConfig, data) -> None:
+    """train.monitor and early_stopping.monitor must name a metric this run logs."""
+    import difflib
+
+    from nnrun.engine import build
+
+    names = ["loss"] + [m.name for m in build.build_metrics(cfg, data)]
+    valid = names + [f"val_{n}" for n in names]
+    checks = [("train.monitor", cfg.train.monitor)]
+    if cfg.train.early_stopping:
+        checks.append(("train.early_stopping.monitor", cfg.train.early_stopping.monitor))
+    for path, monitor in checks:
+        if monitor not in valid:
+            close = difflib.get_close_matches(monitor, valid, n=1, cutoff=0.5)
+            hint = f"did you mean {close[0]!r}?" if close else f"this run logs: {', '.join(valid)}"
+            raise ConfigError(f"unknown metric {monitor!r}; {hint}", path)
 
 
-def train(cfg: RunConfig, argv: list[str], out: Output, resume: RunDir | None = None) -> RunDir:
+def train(cfg: RunConfig, argv: list[str], out: Output, resume: RunDir | None = None,
+          changes: list[str] | None = None) -> RunDir:
     """Train a new run (or continue `resume`) and leave it completed, failed or interrupted."""
-    prepared = prepare(cfg, run_dir=resume.path if resume else None)
+    lr_scale = 1.0
+    if resume is not None:  # learning-rate cuts of earlier NaN rollbacks stay in force
+        lr_scale = cfg.train.rollback_lr_factor ** len(resume.read().get("rollbacks", []))
+    prepared = prepare(cfg, run_dir=resume.path if resume else None, lr_scale=lr_scale)
     if resume is None:
         from nnrun.engine.distribute import worker_runs_root
 
@@ -126,9 +147,13 @@ def train(cfg: RunConfig, argv: list[str], out: Output, resume: RunDir | None = 
             update={"runtime": cfg.runtime.model_copy(update={"runs_root": root})}))
         run.start(cfg, argv)
     else:
+        from nnrun.engine.resume import record_changes
+
         run = resume
+        record_changes(run, cfg, changes or [])
         history = run.read().get("resumes", [])
-        run.update(status="running", reason=None, resumes=history + [{"argv": argv}])
+        run.update(status="running", reason=None, pid=os.getpid(), host=platform.node(),
+                   resumes=history + [{"argv": argv}])
     prepared.ctx.run_dir = run.path
     with SignalGuard() as guard:
         try:
@@ -148,7 +173,7 @@ def train(cfg: RunConfig, argv: list[str], out: Output, resume: RunDir | None = 
             run.finish("failed", reason=str(exc))
             raise RunFailed(f"{exc} (run directory: {run.path})") from exc
         except Exception as exc:  # noqa: BLE001 - any failure is recorded, then reported in one line
-            reason = f"{type(exc).__name__}: {_first_line(exc)}"
+            reason = f"{type(exc).__name__}: {first_line(exc)}"
             run.finish("failed", reason=reason)
             raise RunFailed(f"{reason} (run directory: {run.path})") from exc
     run.finish("completed", final_metrics=final)
@@ -165,7 +190,7 @@ def _truncate_metrics(run: RunDir, epochs_done: int) -> list[dict]:
     """Drop epoch rows logged after the backup we resume from (they will be logged again)."""
     rows = run.read_metrics()
     kept = [r for r in rows if r.get("split") != "train" or r.get("epoch", 0) <= epochs_done]
-    if len(kept) != len(rows) or run.metrics.exists():
+    if run.metrics.exists():
         atomic_write(run.metrics, "".join(json.dumps(r) + "\n" for r in kept))
     return kept
 
@@ -240,6 +265,7 @@ def _fit_segments(p: Prepared, run: RunDir, out: Output, guard: SignalGuard, bac
     import keras
 
     from nnrun.engine import callbacks, pipeline, plots, snapshot
+    from nnrun.engine.runs import higher_is_better
 
     cfg, model = p.cfg, p.model
     epochs, steps = cfg.train.epochs, p.steps
@@ -255,7 +281,7 @@ def _fit_segments(p: Prepared, run: RunDir, out: Output, guard: SignalGuard, bac
     run.checkpoints.mkdir(exist_ok=True)
     train_history = [r for r in history if r.get("split") == "train"]
     monitor = cfg.train.monitor
-    mode = "max" if "acc" in monitor else "min"
+    mode = "max" if higher_is_better(monitor) else "min"
     seen = [r[monitor] for r in train_history if monitor in r]
     best_so_far = (max(seen) if mode == "max" else min(seen)) if seen else None
     metrics_log = callbacks.MetricsLog(run, steps, history=train_history, techniques=p.techniques)
@@ -273,7 +299,7 @@ def _fit_segments(p: Prepared, run: RunDir, out: Output, guard: SignalGuard, bac
     early = None
     if cfg.train.early_stopping:
         es = cfg.train.early_stopping
-        early = callbacks.ResumableEarlyStopping(train_history, monitor=es.monitor, patience=es.patience,
+        early = callbacks.ResumableEarlyStopping(metrics_log.history, monitor=es.monitor, patience=es.patience,
                                                  min_delta=es.min_delta)
         common.append(early)
     common.append(backup)  # last: an epoch is backed up only after it is logged and checkpointed
@@ -302,6 +328,7 @@ def _fit_segments(p: Prepared, run: RunDir, out: Output, guard: SignalGuard, bac
                 num_classes=p.data.num_classes, label_mode=p.labels, first_epoch=first, last_epoch=last,
                 skip_steps=skip, techniques=p.techniques,
             )
+            backup.begin_segment(first, skip)
             extra = [callbacks.RestoreMetrics(backup_dir)] if skip else []
             model.fit(train_ds, initial_epoch=first, epochs=last, steps_per_epoch=steps - skip if skip else steps,
                       validation_data=val_ds, callbacks=extra + common, verbose=0, shuffle=False)
@@ -322,5 +349,5 @@ def _fit_segments(p: Prepared, run: RunDir, out: Output, guard: SignalGuard, bac
         final[f"best_{monitor}"] = best[monitor]
         final["best_epoch"] = best["epoch"]
     from nnrun.engine.metrics import final_metrics  # per-class recall / balanced acc, or pair accuracy
-    final.update(final_metrics(model, p.data, cfg))
+    final.update(final_metrics(model, p.data, cfg, val_ds))
     return final

@@ -46,6 +46,8 @@ def _split(arrays: dict, part: str, path: Path) -> Split | None:
         raise ConfigError(f"{path} has {'x' if y is None else 'y'}_{part} without its partner", "data.params.path")
     if len(x) != len(y):
         raise ConfigError(f"{path}: x_{part} has {len(x)} rows, y_{part} {len(y)}", "data.params.path")
+    if len(x) == 0:
+        raise ConfigError(f"{path}: x_{part} is empty", "data.params.path")
     return Split(x, labels_as_indices(y, f"y_{part}"))
 
 

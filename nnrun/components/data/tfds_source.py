@@ -16,7 +16,7 @@ from pydantic import Field
 
 from nnrun.components.data.base import DataBundle, Split
 from nnrun.components.data.preprocess import ImagePreprocess, finish_images, labels_as_indices
-from nnrun.errors import ConfigError
+from nnrun.errors import ConfigError, first_line
 from nnrun.registry import register
 
 
@@ -42,7 +42,7 @@ def _builder(p: TfdsParams):
     try:
         builder = tfds.builder(p.name, data_dir=p.data_dir)
     except Exception as exc:  # DatasetNotFoundError and friends: message names close matches
-        raise ConfigError(f"unknown TFDS data set {p.name!r}: {str(exc).splitlines()[0]}", "data.params.name") from None
+        raise ConfigError(f"unknown TFDS data set {p.name!r}: {first_line(exc)}", "data.params.name") from None
     from absl import logging as absl_logging
 
     absl_logging.set_verbosity(absl_logging.ERROR)  # TFDS warns about the missing folder: we say it in one line
@@ -54,7 +54,7 @@ def _builder(p: TfdsParams):
         try:
             builder.download_and_prepare()
         except Exception as exc:  # noqa: BLE001 - network or disk: one line, exit 2
-            raise ConfigError(f"cannot download TFDS data set {p.name!r}: {str(exc).splitlines()[0]}",
+            raise ConfigError(f"cannot download TFDS data set {p.name!r}: {first_line(exc)}",
                               "data.params.download") from None
     return builder
 
@@ -66,7 +66,7 @@ def _read(builder, split: str, p: TfdsParams):
     try:
         ds = builder.as_dataset(split=split, as_supervised=p.as_supervised)
     except (ValueError, KeyError) as exc:
-        raise ConfigError(f"TFDS split {split!r} of {p.name!r}: {str(exc).splitlines()[0]}", "data.params") from None
+        raise ConfigError(f"TFDS split {split!r} of {p.name!r}: {first_line(exc)}", "data.params") from None
     if not p.as_supervised:
         ds = ds.map(lambda ex: (ex[p.input_key], ex[p.label_key]))
     if p.max_examples:

@@ -24,6 +24,9 @@ class Technique:
     name = "technique"
     priority = 50  # batch transforms run in ascending priority (resize before mixing)
 
+    def check(self, data) -> None:
+        """Reject a data set this technique cannot use (ConfigError), before any run directory exists."""
+
     def prepare(self, ctx: TechniqueContext, data, build_model) -> None:
         """Once per run, before training (e.g. score curriculum difficulty)."""
 

@@ -9,6 +9,7 @@ version re-scored the whole data set for every batch and never advanced its epoc
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -74,6 +75,11 @@ class Curriculum(Technique):
         self.order: np.ndarray | None = None
         self.score_calls = 0  # how many times difficulty was computed in this process
 
+    def check(self, data) -> None:
+        if self.p.difficulty == "dataset" and self.p.ordering != "random" and data.split("train").difficulty is None:
+            raise ConfigError("this data set supplies no difficulty scores; use difficulty: loss",
+                              "train.techniques.curriculum.difficulty")
+
     def prepare(self, ctx, data, scorer) -> None:
         if self.order is not None:
             return
@@ -83,8 +89,10 @@ class Curriculum(Technique):
             scores = np.load(path)
         else:
             scores = self._score(split, scorer)
-            if path is not None:
-                np.save(path, scores)
+            if path is not None:  # atomically: a kill mid-write must not break every later resume
+                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
+                np.save(tmp, scores)
+                os.replace(tmp, path)
         if len(scores) != len(split):
             raise ConfigError(f"curriculum scores cover {len(scores)} examples, the train split has {len(split)}",
                               "train.techniques.curriculum")
