@@ -307,10 +307,12 @@ def sweep(
     fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop the sweep at the first failed trial."),
     metric: Optional[str] = typer.Option(None, "--metric", help="Sort the summary by this final metric (default: the sweep's metric:, else train.monitor)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Sweep directory (default RUNS_ROOT/sweeps/NAME)."),
+    plugin: list[str] = typer.Option([], "--plugin", help=PLUGIN_HELP),
 ):
     """Run every trial of a sweep (skipping completed ones); the last line printed is the sweep directory."""
     from nnrun.sweep.command import sweep_command
 
+    _load_plugins(plugin)
     sweep_command(sweep_file, jobs=jobs, commands_only=commands, fail_fast=fail_fast, metric=metric, out=out,
                   console=stdout, say=lambda line: stderr.print(escape(line), highlight=False, soft_wrap=True))
 

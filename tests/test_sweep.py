@@ -324,3 +324,22 @@ def test_shell_for_loop_script_works_as_documented(tmp_path):
     assert sorted(c["optimizer"]["learning_rate"] for c in configs) == [0.01, 0.02]
     assert {c["seed"] for c in configs} == {3}
     assert all(str(r) in res.stdout for r in runs)
+
+
+def test_sweep_plugins_reach_validation_and_every_trial(tmp_path):
+    plugin = tmp_path / "sched_plugin.py"
+    plugin.write_text(
+        "from nnrun.registry import register, NoParams\n"
+        "@register('schedule', 'flat', NoParams)\n"
+        "def build(p, base_lr, steps_per_epoch, epochs):\n"
+        "    '''A user schedule.'''\n"
+        "    return base_lr\n"
+    )
+    path = make_sweep(tmp_path, "grid: {optimizer.schedule: [flat, constant]}\n")
+    without = run_cli("sweep", str(path), "--print-commands", cwd=tmp_path)
+    assert without.returncode == 2 and "unknown schedule 'flat'" in without.stderr
+    res = run_cli("sweep", str(path), "--print-commands", "--plugin", str(plugin), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.strip().splitlines()
+    assert len(lines) == 2
+    assert all(shlex.split(line)[3:5] == ["--plugin", str(plugin.resolve())] for line in lines)

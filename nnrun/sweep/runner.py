@@ -90,7 +90,11 @@ def trial_env(threads: int, gpu: str | None) -> dict[str, str]:
 
 
 def train_argv(sweep: Sweep, trial: Trial, program: list[str], threads: int | None = None) -> list[str]:
+    from nnrun import registry
+
     argv = [*program, "train", str(sweep.base)]
+    for plugin in registry.LOADED_PLUGINS:  # trials need the sweep's --plugin components too
+        argv += ["--plugin", plugin]
     for item in trial.set_args + ([f"runtime.threads={threads}"] if threads else []):
         argv += ["--set", item]
     return argv
