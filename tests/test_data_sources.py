@@ -215,3 +215,162 @@ def test_augment_is_a_pure_function_of_the_key_and_really_augments():
         windows = [padded[r:r + 8, s:s + 8] for r in range(5) for s in range(5)]
         assert any(np.array_equal(c[i], w) for w in windows)
     assert not np.array_equal(c, images)
+
+
+# --- streamed splits (cache: file | none) ----------------------------------------------------
+
+
+def _streamed(root: Path, tmp_path: Path, **extra):
+    params = {"path": str(root), "image_size": 16, "cache": "file", "cache_dir": str(tmp_path / "cache"), **extra}
+    if params["cache"] != "file":
+        params.pop("cache_dir")
+    return image_folder.build(image_folder.ImageFolderParams(**params))
+
+
+def test_streamed_image_folder_matches_memory_and_caches_once(tmp_path):
+    root = make_folder(tmp_path / "imgs")
+    memory = image_folder.build(image_folder.ImageFolderParams(path=str(root), image_size=16))
+    filed = _streamed(root, tmp_path, normalize="train")
+    train = filed.split("train")
+    assert train.x is None and train.stream is not None and len(train) == 80 and filed.input_shape == (16, 16, 3)
+    assert sorted(train.y) == sorted(memory.split("train").y)
+    assert len(set(train.y[:10])) == 2  # stored in a mixed order, not one class folder after another
+    x, y = train.head(80)
+    np.testing.assert_allclose(x.mean(axis=(0, 1, 2)), 0, atol=1e-4)  # normalised with train statistics
+    np.testing.assert_array_equal(y, train.y)
+    # The same pixels as Pillow decoding, up to the two libraries' resampling (a few grey levels).
+    plain, _ = _streamed(root, tmp_path / "plain").split("train").head(80)
+    pillow = memory.split("train").x
+    closest = [np.abs(pillow - image).mean(axis=(1, 2, 3)).min() for image in plain]
+    assert max(closest) < 0.03
+    caches = sorted((tmp_path / "cache").iterdir())
+    assert [c.name.split("-")[0] for c in caches] == ["image_folder", "image_folder"]  # train, val
+    stamp = {c: (c / "data").stat().st_mtime_ns for c in caches}
+    again = _streamed(root, tmp_path, normalize="train")  # reused, not rewritten
+    assert {c: (c / "data").stat().st_mtime_ns for c in sorted((tmp_path / "cache").iterdir())} == stamp
+    np.testing.assert_array_equal(again.split("train").head(80)[0], x)
+    # cache: none decodes the same images every epoch, without a cache
+    none = _streamed(root, tmp_path, cache="none", normalize="train")
+    np.testing.assert_array_equal(none.split("train").head(80)[0], x)
+    # A changed file is a different cache
+    (root / "train" / "red" / "0.jpg").unlink()
+    assert len(_streamed(root, tmp_path).split("train")) == 79
+    assert len(list((tmp_path / "cache").iterdir())) == 3
+
+
+def test_streamed_training_order_is_keyed_on_seed_and_epoch(tmp_path):
+    from nnrun.engine import pipeline
+
+    data = _streamed(make_folder(tmp_path / "imgs"), tmp_path, cache="none", shuffle_buffer=32)
+    split = data.split("train")
+
+    def labels(**kw):
+        args = dict(batch_size=16, seed=3, num_classes=2, label_mode="sparse", first_epoch=0, last_epoch=3)
+        return [b[1].numpy().tolist() for b in pipeline.train_dataset(split, **{**args, **kw})]
+
+    full = labels()
+    assert len(full) == 15 and full == labels()
+    assert labels(first_epoch=1, skip_steps=2) == full[7:]  # resume at epoch 1, step 2
+    assert full[:5] != full[5:10]  # a new order each epoch
+    assert sorted(sum(full[:5], [])) == sorted(split.y.tolist())  # each epoch is every example once
+    assert labels(seed=4) != full
+    natural = [b[1].numpy().tolist() for b in pipeline.eval_dataset(split, batch_size=16, num_classes=2,
+                                                                    label_mode="sparse")]
+    assert sum(natural, []) == split.y.tolist()
+
+
+def test_streamed_sources_name_bad_files_and_bad_options(tmp_path, write_yaml):
+    from PIL import Image
+
+    root = make_folder(tmp_path / "imgs")
+    (root / "train" / "blue" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage")
+    Image.new("RGB", (8, 8)).save(root / "train" / "red" / "scan.tiff")
+    with pytest.raises(ConfigError, match=r"2 file\(s\) are not readable images: .*broken.png.*scan.tiff"):
+        _streamed(root, tmp_path)
+    assert len(_streamed(root, tmp_path, skip_invalid=True).split("train")) == 80
+    cfg = write_yaml(f"""
+        name: s
+        data: {{dataset: image_folder, params: {{path: {root}, shuffle_buffer: 64}}}}
+        model: resnet
+        runtime: {{runs_root: {tmp_path / 'runs'}}}
+        """)
+    res = run_cli("validate", str(cfg))
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert "shuffle_buffer applies to streamed data" in res.stderr
+
+
+def test_curriculum_needs_an_in_memory_training_split(tmp_path):
+    from nnrun.components.techniques.curriculum import Curriculum, CurriculumParams
+
+    data = _streamed(make_folder(tmp_path / "imgs"), tmp_path, cache="none")
+    with pytest.raises(ConfigError, match="curriculum needs the training split in memory"):
+        Curriculum(CurriculumParams(), None).check(data)
+
+
+STREAMED = """\
+name: streamed
+seed: 0
+data:
+  dataset: image_folder
+  params: {{path: {root}, image_size: 16, cache: file, cache_dir: {cache}, shuffle_buffer: 48}}
+  batch_size: 16
+model: {{name: resnet, params: {{stages: [8], blocks_per_stage: 1}}}}
+optimizer: {{name: adam, learning_rate: 0.01}}
+train:
+  epochs: 4
+  backup_every_steps: 2
+  techniques: {{mixup: {{alpha: 0.3}}, augment: {{flip: horizontal}}}}
+runtime: {{runs_root: {runs}, deterministic: true}}
+"""
+
+
+@pytest.mark.slow
+def test_streamed_run_trains_and_resumes_bit_identically(tmp_path):
+    from tests.test_reliability import assert_identical, position, start_and_stop
+
+    root = make_folder(tmp_path / "imgs", per_class=80)
+    cfg = tmp_path / "streamed.yaml"
+    cfg.write_text(STREAMED.format(root=root, cache=tmp_path / "cache", runs=tmp_path / "runs"))
+    res = run_cli("train", str(cfg))
+    assert res.returncode == 0, res.stderr
+    reference = Path(res.stdout.strip().splitlines()[-1])
+    record = json.loads((reference / "run.json").read_text())
+    assert record["status"] == "completed" and record["final_metrics"]["val_accuracy"] >= 0.9
+
+    def mid_epoch(run):
+        pos = position(run)
+        return pos is not None and pos["epoch"] >= 1 and 2 <= pos["step"] <= 6
+
+    run, proc = start_and_stop(cfg, tmp_path / "runs" / "streamed", mid_epoch)
+    assert position(run)["step"] > 0
+    res = run_cli("train", "--resume", str(run))
+    assert res.returncode == 0, res.stderr
+    assert_identical(reference, run)
+
+
+@pytest.mark.slow
+def test_tfds_source_streams_through_a_file_cache(tmp_path):
+    """The fake-data helper again, with cache: file: labels read without decoding the images, the
+    images cached once, training one epoch from the cache."""
+    import tensorflow_datasets as tfds
+
+    from nnrun.components.data import tfds_source
+    from nnrun.engine.train import Output, train
+
+    params = {"name": "mnist", "download": True, "max_examples": 64}
+    streamed = {**params, "cache": "file", "cache_dir": str(tmp_path / "cache"), "shuffle_buffer": 32}
+    with tfds.testing.mock_data(num_examples=64, policy=tfds.testing.MockPolicy.USE_CODE):
+        memory = tfds_source.build(tfds_source.TfdsParams(**params))
+        data = tfds_source.build(tfds_source.TfdsParams(**streamed))
+        train_split = data.split("train")
+        assert data.input_shape == (28, 28, 1) and data.num_classes == 10 and len(train_split) == 64
+        x, y = train_split.head(64)
+        np.testing.assert_array_equal(y, memory.split("train").y)
+        np.testing.assert_array_equal(x, memory.split("train").x)
+        assert len(list((tmp_path / "cache").iterdir())) == 2  # train and test (the validation split)
+        cfg_path = tmp_path / "t.yaml"
+        cfg_path.write_text(CONFIG.format(name="mnist", dataset="tfds", params=json.dumps(streamed), techniques="{}",
+                                          epochs=1, runs=tmp_path / "runs"))
+        run = train(load_config(cfg_path, []), ["nnrun", "train"], Output(console=None, progress=False, epoch_lines=False))
+    record = json.loads((run.path / "run.json").read_text())
+    assert record["status"] == "completed" and np.isfinite(record["final_metrics"]["loss"])

@@ -49,7 +49,7 @@ def _reference(run: RunDir, model, directory: Path) -> tuple[list[np.ndarray], n
 
     data = build.build_data(load_run_config(run))
     split = next(data.splits[s] for s in ("val", "test", "train") if s in data.splits)
-    inputs = [a[:NUM_REFERENCE] for a in _inputs(split.x)]
+    inputs = _inputs(split.head(NUM_REFERENCE)[0])
     outputs = _call(lambda x: model(x, training=False), inputs)
     directory.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=directory, suffix=".npz", delete=False) as fh:

@@ -61,8 +61,12 @@ def final_metrics(model, data, cfg, val_dataset=None) -> dict:
         threshold, train_accuracy = best_threshold(_pair_distances(model, train, batch_size), train.y)
         return {"pair_threshold": threshold, "train_pair_accuracy": train_accuracy,
                 "val_pair_accuracy": pair_accuracy(_pair_distances(model, val, batch_size), val.y, threshold)}
-    source = val_dataset if val_dataset is not None else val.x
-    logits = model.predict(source, batch_size=None if val_dataset is not None else batch_size, verbose=0)
+    if val_dataset is None:
+        from nnrun.engine import pipeline
+
+        val_dataset = pipeline.eval_dataset(val, batch_size=batch_size, num_classes=data.num_classes,
+                                            label_mode="sparse")
+    logits = model.predict(val_dataset, verbose=0)
     predicted = np.argmax(logits, axis=-1)
     names = data.class_names or [str(c) for c in range(data.num_classes)]
     recall = per_class_recall(val.y, predicted, data.num_classes)

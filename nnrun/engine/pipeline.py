@@ -1,8 +1,8 @@
-"""tf.data input pipelines for in-memory splits.
+"""tf.data input pipelines for in-memory and streamed splits.
 
 The training order is a pure function of (seed, epoch): each epoch draws its own stateless
-permutation, and every random choice a technique makes in a batch is keyed on
-(seed, epoch, step). A run resumed at epoch e, step s therefore sees exactly the batches an
+permutation (in memory) or seeds its shuffle buffer (streamed), and every random choice a
+technique makes in a batch is keyed on (seed, epoch, step). A run resumed at epoch e, step s therefore sees exactly the batches an
 uninterrupted run sees. Batches are gathered from the arrays in one op per batch.
 """
 
@@ -37,11 +37,14 @@ def train_dataset(split: Split, *, batch_size: int, seed: int, num_classes: int,
     """
     import tensorflow as tf
 
+    techniques = sorted(techniques, key=lambda t: t.priority)
+    if split.stream is not None:
+        return _finish(_streamed_batches(tf, split, batch_size, seed, first_epoch, last_epoch), tf, seed,
+                       num_classes, label_mode, skip_steps, techniques, gather=None)
     x = tf.constant(split.x)
     y = tf.constant(split.y)
     n = len(split)
     total = steps_per_epoch(n, batch_size) * batch_size
-    techniques = sorted(techniques, key=lambda t: t.priority)
 
     def epoch_stream(epoch):
         key = tf.random.experimental.stateless_fold_in(tf.constant([seed, 0], tf.int64), epoch)
@@ -55,22 +58,56 @@ def train_dataset(split: Split, *, batch_size: int, seed: int, num_classes: int,
         batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size).enumerate()
         return batches.map(lambda step, index: (epoch, step, index))
 
-    def make_batch(epoch, step, index):
-        inputs = tf.gather(x, index)
-        labels = _encode(tf, tf.gather(y, index), num_classes, label_mode)
+    ds = tf.data.Dataset.range(first_epoch, last_epoch).flat_map(epoch_stream)
+    return _finish(ds, tf, seed, num_classes, label_mode, skip_steps, techniques,
+                   gather=lambda index: (tf.gather(x, index), tf.gather(y, index)))
+
+
+def _streamed_batches(tf, split: Split, batch_size: int, seed: int, first_epoch: int, last_epoch: int):
+    """(epoch, step, (x, y)) batches of a streamed split: a shuffle buffer seeded by (seed, epoch)."""
+    source = split.stream()
+
+    def epoch_stream(epoch):
+        key = tf.random.experimental.stateless_fold_in(tf.constant([seed, 0], tf.int64), epoch)
+        # A scalar seed drawn from the key (the key's first word is the same for every epoch).
+        shuffle_seed = tf.random.stateless_uniform([], seed=key, minval=1, maxval=2**31 - 1, dtype=tf.int64)
+        # tf.data pairs an op seed with the global seed and compares the pair to (0, 0) in Python,
+        # which raises for a tensor op seed when the global seed is 0 (e.g. `seed: 0`). A fixed seed
+        # for this traced function's own graph avoids that; the order depends on shuffle_seed only.
+        tf.random.set_seed(1)
+        batches = source.shuffle(split.shuffle_buffer, seed=shuffle_seed).batch(batch_size).enumerate()
+        return batches.map(lambda step, xy: (epoch, step, xy))
+
+    return tf.data.Dataset.range(first_epoch, last_epoch).flat_map(epoch_stream)
+
+
+def _finish(ds, tf, seed: int, num_classes: int, label_mode: str, skip_steps: int, techniques, gather):
+    """Skip into a resumed epoch, build each batch (gathered by index, or already streamed),
+    apply the techniques with their (seed, epoch, step) keys, prefetch."""
+
+    def make_batch(epoch, step, batch):
+        inputs, labels = gather(batch) if gather is not None else batch
+        labels = _encode(tf, labels, num_classes, label_mode)
         for salt, t in enumerate(techniques, start=1):
             inputs, labels = t.batch_transform(inputs, labels, epoch, batch_key(tf, seed, epoch, step, salt))
         return inputs, labels
 
-    ds = tf.data.Dataset.range(first_epoch, last_epoch).flat_map(epoch_stream)
     if skip_steps:
         ds = ds.skip(skip_steps)
     ds = ds.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return _shard_by_data(tf, ds.prefetch(tf.data.AUTOTUNE))
+
+
+def _shard_by_data(tf, ds):
+    """Under multi_worker each worker takes every N-th batch of the same ordered stream. AUTO would
+    shard a file-backed source (TFDS records, a file cache) by file instead, changing the order."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)
 
 
 def eval_dataset(split: Split, *, batch_size: int, num_classes: int, label_mode: str, techniques=()):
-    """Fixed-order batches for validation / test, cached after the first pass."""
+    """Fixed-order batches for validation / test (in memory: cached after the first pass)."""
     import tensorflow as tf
 
     def prepare(x, y):
@@ -78,6 +115,9 @@ def eval_dataset(split: Split, *, batch_size: int, num_classes: int, label_mode:
             x = t.eval_transform(x)
         return x, _encode(tf, y, num_classes, label_mode)
 
+    if split.stream is not None:  # streamed: read again each time (it may not fit in memory)
+        ds = split.stream().batch(batch_size).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+        return _shard_by_data(tf, ds.prefetch(tf.data.AUTOTUNE))
     ds = tf.data.Dataset.from_tensor_slices((split.x, split.y)).batch(batch_size)
     ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.cache().prefetch(tf.data.AUTOTUNE)
+    return _shard_by_data(tf, ds.cache().prefetch(tf.data.AUTOTUNE))

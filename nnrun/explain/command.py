@@ -97,7 +97,8 @@ def explain(run_dir: str | Path, method: str, *, layer: str | None = None, num_i
         raise UsageError(f"explain needs a classification run; {cfg.data.dataset} is a {data.task} data set")
     part = data.split(split)
     n = min(num_images, len(part))
-    x, labels = part.x[:n].astype(np.float32), part.y[:n].astype(np.int32)
+    x, labels = part.head(n)
+    x, labels = x.astype(np.float32), labels.astype(np.int32)
     if isinstance(spec, int):
         resolve_targets(spec, labels, labels, data.num_classes)  # range check before loading TensorFlow
 

@@ -1,21 +1,36 @@
-"""What a dataset builder returns: splits as arrays plus what the model needs to know."""
+"""What a dataset builder returns: splits (in memory or streamed) plus what the model needs to know."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
 
 @dataclass
 class Split:
-    x: np.ndarray
+    """One split. In memory: `x` holds every input. Streamed (data larger than memory): `x` is
+    None and `stream()` returns a tf.data.Dataset of preprocessed (x, y) in a fixed order, which
+    the training pipeline shuffles through a buffer of `shuffle_buffer` elements. `y` is always
+    in memory (metrics and class balance need it)."""
+
+    x: np.ndarray | None
     y: np.ndarray
     masks: np.ndarray | None = None  # ground-truth object masks (N, H, W), when the data set knows them
     difficulty: np.ndarray | None = None  # per-example difficulty proxy in [0, 1], when known
+    stream: Callable | None = None
+    shuffle_buffer: int = 0
 
     def __len__(self) -> int:
-        return len(self.x)
+        return len(self.y)
+
+    def head(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The first n inputs and labels as arrays (explain, export references)."""
+        if self.x is not None:
+            return self.x[:n], self.y[:n]
+        xs = [x for x, _ in self.stream().take(n).as_numpy_iterator()]
+        return np.stack(xs), self.y[:n]
 
 
 @dataclass

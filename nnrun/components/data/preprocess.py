@@ -1,8 +1,10 @@
 """Preprocessing shared by the real data sources (image_folder, npz, tfds).
 
-Sources decode into in-memory numpy splits (the engine's pipeline gathers batches by index, so
-a resumed run replays exactly the same batches). Rescaling and normalisation are applied once,
-to the arrays, at build time; the normalisation statistics come from the training split only.
+By default sources decode into in-memory numpy splits (the engine's pipeline gathers batches by
+index, so a resumed run replays exactly the same batches); rescaling and normalisation are then
+applied once, to the arrays, at build time. Streamed splits (`cache: file | none`, see stream.py)
+get the same rescaling and normalisation as a map in their tf.data pipeline. Either way the
+normalisation statistics come from the training split only.
 Per-example random augmentation (flip, crop with padding) is the `augment` technique
 (nnrun/components/data/augment.py): it must run per batch, keyed on (seed, epoch, step).
 """
@@ -96,8 +98,8 @@ def labels_as_indices(y: np.ndarray, name: str) -> np.ndarray:
     return y
 
 
-def holdout(x: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> tuple[Split, Split]:
-    """Split off a validation fraction, stratified by class so small classes keep examples."""
+def holdout_mask(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Which examples go to validation: a fraction per class, so small classes keep examples."""
     rng = np.random.default_rng(seed)
     val_idx = []
     for label in np.unique(y):
@@ -106,4 +108,35 @@ def holdout(x: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> tuple[S
         val_idx.extend(idx[: max(1, round(fraction * len(idx)))] if len(idx) > 1 else [])
     val_mask = np.zeros(len(y), bool)
     val_mask[np.asarray(val_idx, dtype=int)] = True
+    return val_mask
+
+
+def holdout(x: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> tuple[Split, Split]:
+    """Split off a validation fraction, stratified by class."""
+    val_mask = holdout_mask(y, fraction, seed)
     return Split(x[~val_mask], y[~val_mask]), Split(x[val_mask], y[val_mask])
+
+
+def finish_streams(raws: dict, p, class_names: list[str], num_classes: int, source: str,
+                   shape: tuple) -> DataBundle:
+    """finish_images for streamed splits. `raws` maps a split name to (function returning the raw
+    dataset of (uint8 image, label), labels array); the same pair may serve two names."""
+    from nnrun.components.data.stream import DEFAULT_SHUFFLE_BUFFER, channel_statistics, preprocessed
+
+    scale = p.rescale if p.rescale is not None else 1 / 255
+    meta: dict = {"source": source, "cache": p.cache}
+    mean = std = None
+    if p.normalize == "train":
+        mean, std = channel_statistics(raws["train"][0]())
+        mean, std = mean * scale, np.where(std * scale > 1e-8, std * scale, 1.0)
+    elif p.normalize == "fixed":
+        mean, std = np.asarray(p.mean), np.asarray(p.std)
+        if len(mean) != shape[-1]:
+            raise ConfigError(f"mean/std have {len(mean)} entries, the images have {shape[-1]} channels",
+                              "data.params.mean")
+    if mean is not None:
+        meta["normalization"] = {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
+    buffer = p.shuffle_buffer or DEFAULT_SHUFFLE_BUFFER
+    splits = {name: Split(None, np.asarray(y, np.int32), stream=preprocessed(raw, scale, mean, std),
+                          shuffle_buffer=buffer) for name, (raw, y) in raws.items()}
+    return DataBundle(splits, tuple(int(d) for d in shape), num_classes, class_names, meta=meta)

@@ -76,6 +76,9 @@ class Curriculum(Technique):
         self.score_calls = 0  # how many times difficulty was computed in this process
 
     def check(self, data) -> None:
+        if data.split("train").stream is not None:  # the pacing picks examples by index
+            raise ConfigError("curriculum needs the training split in memory (data.params.cache: memory)",
+                              "train.techniques.curriculum")
         if self.p.difficulty == "dataset" and self.p.ordering != "random" and data.split("train").difficulty is None:
             raise ConfigError("this data set supplies no difficulty scores; use difficulty: loss",
                               "train.techniques.curriculum.difficulty")

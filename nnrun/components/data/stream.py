@@ -1,0 +1,142 @@
+"""Streamed splits, for data sets larger than memory: `cache: file | none` on image_folder and tfds.
+
+- `memory` (default): the source decodes every split into RAM once; each epoch is an exact
+  permutation of the whole split.
+- `file`: the decoded (resized, uint8) split is written once to a cache directory and read back
+  from disk every epoch; later runs with the same source and decode settings reuse it.
+- `none`: the source is decoded again every epoch (no RAM or disk beyond the shuffle buffer).
+
+Streamed training order is a shuffle buffer of `shuffle_buffer` examples whose seed is a pure
+function of (seed, epoch), so a resumed run still sees the batches an uninterrupted run sees.
+
+Why not `Dataset.cache(filename)`: an iterator stopped during the first pass (a kill, Ctrl-C, an
+interrupted epoch) leaves a lockfile that makes every later run fail, and two runs sharing the
+file (a sweep with --jobs 2) collide. The cache is instead written in full with `Dataset.save`
+into a temporary directory and renamed into place, which is atomic: a reader sees a complete
+cache or none, and the loser of a concurrent write discards its copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable, Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from nnrun.registry import Params
+
+DEFAULT_SHUFFLE_BUFFER = 10_000
+
+
+class StreamOptions(Params):
+    """Fields of the sources that can stream (mixed into image_folder's and tfds' params)."""
+
+    cache: Literal["memory", "file", "none"] = Field(
+        "memory", description="memory: decode once into RAM; file: decode once into a disk cache and stream it "
+        "each epoch; none: decode from the source every epoch"
+    )
+    cache_dir: str | None = Field(
+        None, description="cache: file directory (default $NNRUN_CACHE_DIR, else ~/.cache/nnrun)"
+    )
+    shuffle_buffer: int | None = Field(
+        None, gt=0, description=f"cache: file/none: examples in the shuffle buffer (default {DEFAULT_SHUFFLE_BUFFER}); "
+        "cache: memory permutes the whole split"
+    )
+
+    @model_validator(mode="after")
+    def _check_stream_options(self):
+        if self.cache == "memory" and self.shuffle_buffer is not None:
+            raise ValueError("shuffle_buffer applies to streamed data (cache: file or none); "
+                             "cache: memory already permutes the whole split every epoch")
+        if self.cache != "file" and self.cache_dir is not None:
+            raise ValueError("cache_dir is only used with cache: file")
+        return self
+
+
+def cache_root(p: StreamOptions) -> Path:
+    default = os.environ.get("NNRUN_CACHE_DIR") or Path.home() / ".cache" / "nnrun"
+    return Path(p.cache_dir or default).expanduser()
+
+
+def cached(make: Callable, key: dict, p: StreamOptions, on_error: Callable | None = None) -> Callable:
+    """A function returning the split's raw dataset: `make` itself for cache: none, else a reader of
+    the file cache of `make()` identified by `key` (written now, when missing).
+
+    `on_error(exc)` turns a TensorFlow error while writing (a file that does not decode) into
+    the ConfigError to raise."""
+    if p.cache != "file":
+        return make
+    import tensorflow as tf
+
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    path = cache_root(p) / f"{key.get('source', 'data')}-{digest}"
+    if not path.is_dir():
+        _write(make(), path, key, tf, on_error)
+    return lambda: tf.data.Dataset.load(str(path / "data"))
+
+
+def _write(ds, path: Path, key: dict, tf, on_error) -> None:
+    from nnrun.errors import ConfigError
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    except OSError as exc:
+        raise ConfigError(f"cannot write the data cache in {path.parent}: {exc.strerror}",
+                          "data.params.cache_dir") from None
+    try:
+        # One shard: Dataset.load then reads the elements back in the order they were written.
+        ds.save(str(tmp / "data"), shard_func=lambda *_: tf.constant(0, tf.int64))
+        (tmp / "key.json").write_text(json.dumps(key, indent=1, sort_keys=True, default=str))
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if not path.is_dir():  # not a lost race with another run writing the same cache
+                raise
+    except tf.errors.OpError as exc:
+        if on_error is not None:
+            raise on_error(exc) from None
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def channel_statistics(ds) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std of the images of a (x, y) dataset, in one streamed pass (float64)."""
+    import tensorflow as tf
+
+    channels = int(ds.element_spec[0].shape[-1])
+    zeros = tf.zeros([channels], tf.float64)
+
+    def add(total, batch):
+        x = tf.reshape(tf.cast(batch[0], tf.float64), [-1, channels])
+        return (total[0] + tf.cast(tf.shape(x)[0], tf.float64), total[1] + tf.reduce_sum(x, 0),
+                total[2] + tf.reduce_sum(tf.square(x), 0))
+
+    count, sums, squares = ds.batch(256).reduce((tf.constant(0.0, tf.float64), zeros, zeros), add)
+    mean = sums.numpy() / count.numpy()
+    var = np.maximum(squares.numpy() / count.numpy() - mean**2, 0.0)
+    return mean, np.sqrt(var)
+
+
+def preprocessed(raw: Callable, scale: float, mean: np.ndarray | None, std: np.ndarray | None) -> Callable:
+    """`raw` (uint8 images, labels) mapped to float32 images: * scale, then (x - mean) / std."""
+
+    def make():
+        import tensorflow as tf
+
+        def prepare(x, y):
+            x = tf.cast(x, tf.float32) * scale
+            if mean is not None:
+                x = (x - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
+            return x, tf.cast(y, tf.int32)
+
+        return raw().map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    return make
