@@ -94,6 +94,9 @@ def test_conflicting_precision_and_multi_worker_limits(write_yaml):
         load_config, path, ["train.precision=mixed_bfloat16", "train.techniques={mixed_precision: {policy: mixed_float16}}"])
     assert "train.backup_every_steps: not supported with runtime.strategy: multi_worker" in error_of(
         load_config, path, ["runtime.strategy=multi_worker", "train.backup_every_steps=5"])
+    assert "train.techniques.curriculum.difficulty: difficulty: loss" in error_of(
+        load_config, path, ["runtime.strategy=multi_worker", "train.techniques={curriculum: {difficulty: loss}}"])
+    load_config(path, ["runtime.strategy=multi_worker", "train.techniques={curriculum: {difficulty: dataset}}"])
 
 
 def test_set_into_a_shorthand_component(write_yaml):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -146,3 +148,81 @@ def test_two_workers_train_to_identical_weights_and_only_the_chief_writes(tmp_pa
         np.testing.assert_array_equal(a, b)
     rows = [json.loads(line) for line in (chief_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows if r.get("split") == "train"] == [1, 2]
+
+
+def _start_workers(tmp_path: Path, tag: str, args: list[str], cluster: dict, worker_args=None):
+    procs = []
+    for index in range(2):
+        env = {**os.environ, "TF_CONFIG": _tf_config("worker", index, cluster),
+               "NNRUN_WORKER_DIR": str(tmp_path / f"{tag}{index}")}
+        procs.append(subprocess.Popen([sys.executable, "-m", "nnrun", *(worker_args[index] if worker_args else args)],
+                                      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    return procs
+
+
+def _finish(procs) -> list[tuple[int, str, str]]:
+    try:
+        outs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    return [(p.returncode, out, err) for p, (out, err) in zip(procs, outs)]
+
+
+@pytest.mark.slow
+def test_two_workers_stop_on_sigterm_and_resume_exactly(tmp_path):
+    """A SIGTERM to one worker (a preempted pod) stops the job; resuming every worker from its
+    own epoch-end backup gives the weights and metrics of an uninterrupted run. Workers whose
+    backups are at different epochs refuse to start, before changing anything."""
+    import shutil
+
+    from tests.test_reliability import metrics, position
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY.replace("RUNS", str(tmp_path / "runs")))
+    args = ["train", str(config), "--set", "runtime.strategy=multi_worker"]
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
+    ref = _finish(_start_workers(tmp_path, "ref", args, cluster))
+    assert [r[0] for r in ref] == [0, 0], ref[0][2][-2000:]
+    reference = Path(ref[0][1].strip().splitlines()[-1])
+
+    procs = _start_workers(tmp_path, "cut", args, cluster)
+    runs, older, deadline = [], tmp_path / "older-backup", time.time() + 240
+    while time.time() < deadline and all(p.poll() is None for p in procs):
+        runs = [r for r in (tmp_path / "runs" / "tiny").glob("*") if r != reference] + \
+            (sorted((tmp_path / "cut1").glob("*/*")) if (tmp_path / "cut1").exists() else [])
+        epochs = [(position(r) or {}).get("epoch", 0) for r in runs] if len(runs) == 2 else [0]
+        if min(epochs) >= 1 and not older.exists():
+            shutil.copytree(runs[1] / "checkpoints" / "backup", older)
+        if min(epochs) >= 2:
+            procs[1].send_signal(signal.SIGTERM)
+            break
+        time.sleep(0.01)
+    cut = _finish(procs)
+    assert [r[0] for r in cut] == [1, 143], [r[2][-1500:] for r in cut]
+    assert "SIGTERM at epoch 3 step 0" in json.loads((runs[1] / "run.json").read_text())["reason"]
+    chief = json.loads((runs[0] / "run.json").read_text())  # its peer went away
+    assert chief["status"] == "failed" and "another worker stopped" in chief["reason"]
+    assert position(runs[0]) == position(runs[1]) and position(runs[0])["epoch"] == 2
+
+    newer = tmp_path / "newer-backup"
+    shutil.copytree(runs[1] / "checkpoints" / "backup", newer)
+    shutil.rmtree(runs[1] / "checkpoints" / "backup")
+    shutil.copytree(older, runs[1] / "checkpoints" / "backup")
+    chief_metrics = (runs[0] / "metrics.jsonl").read_text()
+    resume = [["train", "--resume", str(r)] for r in runs]
+    mismatched = _finish(_start_workers(tmp_path, "cut", [], cluster, resume))
+    assert [r[0] for r in mismatched] == [1, 1]
+    assert all("workers resumed from different backups" in r[2] for r in mismatched)
+    assert (runs[0] / "metrics.jsonl").read_text() == chief_metrics  # nothing changed
+
+    shutil.rmtree(runs[1] / "checkpoints" / "backup")
+    shutil.copytree(newer, runs[1] / "checkpoints" / "backup")
+    resumed = _finish(_start_workers(tmp_path, "cut", [], cluster, resume))
+    assert [r[0] for r in resumed] == [0, 0], [r[2][-1500:] for r in resumed]
+    assert json.loads((runs[0] / "run.json").read_text())["status"] == "completed"
+    assert metrics(runs[0]) == metrics(reference)
+    for a, b, c in zip(_model_arrays(reference), _model_arrays(runs[0]), _model_arrays(runs[1])):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(b, c)

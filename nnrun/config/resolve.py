@@ -170,9 +170,14 @@ def resolve(raw: dict) -> RunConfig:
     if policy and data["train"]["precision"] not in ("float32", policy):
         raise ConfigError(f"policy {policy} conflicts with train.precision {data['train']['precision']}",
                           "train.techniques.mixed_precision")
-    if data["runtime"]["strategy"] == "multi_worker" and data["train"]["backup_every_steps"]:
-        raise ConfigError("not supported with runtime.strategy: multi_worker (a save on one worker blocks "
-                          "the others)", "train.backup_every_steps")
+    if data["runtime"]["strategy"] == "multi_worker":
+        if data["train"]["backup_every_steps"]:
+            raise ConfigError("not supported with runtime.strategy: multi_worker (its runs back up and resume "
+                              "at epoch ends)", "train.backup_every_steps")
+        curriculum = techniques.get("curriculum") or {}
+        if curriculum.get("difficulty") == "loss" and curriculum.get("ordering") != "random":
+            raise ConfigError("difficulty: loss (a warm-up model) is not supported with runtime.strategy: "
+                              "multi_worker; use difficulty: dataset", "train.techniques.curriculum.difficulty")
     return RunConfig.model_validate(data)
 
 

@@ -120,10 +120,14 @@ class Backup(keras.callbacks.Callback):
     The position is counted here (epoch, batches done), not derived from
     `optimizer.iterations`: a float16 LossScaleOptimizer does not count the steps it skips."""
 
-    def __init__(self, directory, steps_per_epoch: int, every_steps: int | None, guard):
+    def __init__(self, directory, steps_per_epoch: int, every_steps: int | None, guard, save_on_signal=True):
         super().__init__()
         self.directory, self.steps, self.every, self.guard = directory, steps_per_epoch, every_steps, guard
+        # Under multi_worker a save is a collective every worker must join; a signal reaches one
+        # worker, so it stops without saving and the job resumes from the last epoch-end backup.
+        self.save_on_signal = save_on_signal
         self.epoch, self.step, self.skip = 0, 0, 0
+        self.saved = {"epoch": 0, "step": 0}
 
     def begin_segment(self, first_epoch: int, skip_steps: int) -> None:
         """Called before each fit: its first epoch starts `skip_steps` batches in."""
@@ -138,6 +142,7 @@ class Backup(keras.callbacks.Callback):
 
         position = position or self.position()
         snapshot.save(self.model, self.directory, position)
+        self.saved = position
         return position
 
     def on_train_begin(self, logs=None):
@@ -145,6 +150,8 @@ class Backup(keras.callbacks.Callback):
 
         if not snapshot.exists(self.directory):
             self.save()
+        else:
+            self.saved = snapshot.read_position(self.directory)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.skip = self.skip if epoch == self.epoch else 0
@@ -156,7 +163,7 @@ class Backup(keras.callbacks.Callback):
         if loss is not None and not math.isfinite(float(loss)):
             raise NonFiniteLoss(self.epoch + 1, self.step)
         if self.guard is not None and self.guard.requested:
-            raise Interrupted(self.guard.requested, self.save())
+            raise Interrupted(self.guard.requested, self.save() if self.save_on_signal else self.saved)
         if self.every and self.step % self.every == 0 and self.step < self.steps:
             self.save()
 

@@ -127,6 +127,34 @@ def describe() -> dict:
     return record
 
 
+def is_multi_worker(strategy) -> bool:
+    import tensorflow as tf
+
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def check_same_position(strategy, position: dict) -> None:
+    """Under multi_worker, every worker must start from the same backup position (a whole-job
+    kill can land between two workers' epoch-end saves); otherwise their collectives would not
+    match. Every worker computes the same sums of the positions and their squares, so all of
+    them see a mismatch and stop with the same message."""
+    if not is_multi_worker(strategy):
+        return
+    import tensorflow as tf
+
+    n = strategy.num_replicas_in_sync
+    local = [float(position["epoch"]), float(position["step"])]
+    values = strategy.experimental_distribute_values_from_function(
+        lambda ctx: tf.constant(local + [v * v for v in local], tf.float64))
+    sums = strategy.reduce("SUM", values, axis=None).numpy()
+    if any(n * sums[2 + i] != sums[i] ** 2 for i in range(2)):
+        from nnrun.errors import RunFailed
+
+        raise RunFailed(f"workers resumed from different backups (this one: epoch {position['epoch']}, "
+                        f"step {position['step']}); every worker's state is the same at an epoch end: copy "
+                        f"the newest worker's checkpoints/backup over the others' and resume again")
+
+
 def worker_runs_root(cfg) -> str:
     """Where this process writes run files: runs_root on the chief; elsewhere on other workers.
 
@@ -181,11 +209,10 @@ def _patch_keras_for_multi_worker() -> None:
 
 def callbacks(strategy, model) -> list:
     """Callbacks a strategy needs; under multi_worker, `SyncLocalVariables` (why: its docstring)."""
-    import tensorflow as tf
-
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    if not is_multi_worker(strategy):
         return []
     import keras
+    import tensorflow as tf
 
     class SyncLocalVariables(keras.callbacks.Callback):
         """Average the non-trainable model variables (BatchNorm moving statistics) across workers

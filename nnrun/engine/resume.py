@@ -48,8 +48,6 @@ def prepare_resume(run_dir: str | Path, config: Path | None, overrides: list[str
                 f"pass --allow-change KEY for each change you mean", "--resume"
             )
     status = record.get("status")
-    if original.runtime.strategy == "multi_worker" or cfg.runtime.strategy == "multi_worker":
-        raise UsageError("multi_worker runs cannot be resumed yet (a save on one worker blocks the others)")
     if status == "completed" and "train.epochs" not in changes:
         raise UsageError(
             f"run is completed; to train longer: --resume {run.path} --set train.epochs=N --allow-change train.epochs"

@@ -134,6 +134,8 @@ def _check_monitors(cfg: RunConfig, data) -> None:
 def train(cfg: RunConfig, argv: list[str], out: Output, resume: RunDir | None = None,
           changes: list[str] | None = None) -> RunDir:
     """Train a new run (or continue `resume`) and leave it completed, failed or interrupted."""
+    from nnrun.engine.distribute import is_multi_worker
+
     lr_scale = 1.0
     if resume is not None:  # learning-rate cuts of earlier NaN rollbacks stay in force
         lr_scale = cfg.train.rollback_lr_factor ** len(resume.read().get("rollbacks", []))
@@ -174,6 +176,9 @@ def train(cfg: RunConfig, argv: list[str], out: Output, resume: RunDir | None = 
             raise RunFailed(f"{exc} (run directory: {run.path})") from exc
         except Exception as exc:  # noqa: BLE001 - any failure is recorded, then reported in one line
             reason = f"{type(exc).__name__}: {first_line(exc)}"
+            if type(exc).__name__ == "UnavailableError" and is_multi_worker(prepared.strategy):
+                reason = ("another worker stopped or became unreachable; resume every worker with "
+                          f"`nnrun train --resume RUN_DIR` ({reason[-160:]})")
             run.finish("failed", reason=reason)
             raise RunFailed(f"{reason} (run directory: {run.path})") from exc
     run.finish("completed", final_metrics=final)
@@ -272,6 +277,9 @@ def _fit_segments(p: Prepared, run: RunDir, out: Output, guard: SignalGuard, bac
     start = {"epoch": 0, "step": 0}
     if snapshot.exists(backup_dir):
         start = snapshot.restore(model, backup_dir, groups=("model", "optimizer"))
+    from nnrun.engine.distribute import callbacks as strategy_callbacks, check_same_position, is_multi_worker
+
+    check_same_position(p.strategy, start)  # before anything in the run directory changes
     history = _truncate_metrics(run, start["epoch"])
     if start["epoch"] >= epochs:
         raise RunFailed(f"nothing to do: the backup is at epoch {start['epoch']} of {epochs}")
@@ -285,8 +293,8 @@ def _fit_segments(p: Prepared, run: RunDir, out: Output, guard: SignalGuard, bac
     seen = [r[monitor] for r in train_history if monitor in r]
     best_so_far = (max(seen) if mode == "max" else min(seen)) if seen else None
     metrics_log = callbacks.MetricsLog(run, steps, history=train_history, techniques=p.techniques)
-    backup = callbacks.Backup(backup_dir, steps, cfg.train.backup_every_steps, guard)
-    from nnrun.engine.distribute import callbacks as strategy_callbacks
+    backup = callbacks.Backup(backup_dir, steps, cfg.train.backup_every_steps, guard,
+                              save_on_signal=not is_multi_worker(p.strategy))
 
     common = [
         *strategy_callbacks(p.strategy, model),  # first: later callbacks save what it synchronises
