@@ -374,3 +374,33 @@ def test_tfds_source_streams_through_a_file_cache(tmp_path):
         run = train(load_config(cfg_path, []), ["nnrun", "train"], Output(console=None, progress=False, epoch_lines=False))
     record = json.loads((run.path / "run.json").read_text())
     assert record["status"] == "completed" and np.isfinite(record["final_metrics"]["loss"])
+
+
+@pytest.mark.slow
+def test_tfds_text_becomes_token_ids_and_trains_a_transformer(tmp_path):
+    """imdb_reviews faked from its feature spec: strings -> TextVectorization ids (pad 0) adapted
+    on train only; the transformer trains on them. Text does not stream."""
+    import tensorflow_datasets as tfds
+
+    from nnrun.components.data import tfds_source
+    from nnrun.engine.train import Output, train
+
+    params = {"name": "imdb_reviews", "download": True, "val_split": "test", "sequence_length": 16,
+              "max_tokens": 50}
+    with tfds.testing.mock_data(num_examples=64, policy=tfds.testing.MockPolicy.USE_CODE):
+        data = tfds_source.build(tfds_source.TfdsParams(**params))
+        x = data.split("train").x
+        assert data.input_shape == (16,) and data.num_classes == 2 and x.shape == (64, 16) and x.dtype == np.int32
+        assert data.meta["pad_id"] == 0 and 0 < x.max() < data.meta["vocab_size"] <= 50
+        lengths = (x != 0).sum(axis=1)
+        assert all((row[n:] == 0).all() for row, n in zip(x, lengths))  # padding only at the end
+        with pytest.raises(ConfigError, match="streams image data sets only"):
+            tfds_source.build(tfds_source.TfdsParams(**params, cache="none"))
+        cfg_path = tmp_path / "t.yaml"
+        cfg_path.write_text(CONFIG.format(name="imdb", dataset="tfds", params=json.dumps(params), techniques="{}",
+                                          epochs=1, runs=tmp_path / "runs").replace(
+            "{name: resnet, params: {stages: [8], blocks_per_stage: 1}}",
+            "{name: transformer, params: {num_layers: 1, dim: 16, num_heads: 2, mlp_dim: 32}}"))
+        run = train(load_config(cfg_path, []), ["nnrun", "train"], Output(console=None, progress=False, epoch_lines=False))
+    record = json.loads((run.path / "run.json").read_text())
+    assert record["status"] == "completed" and np.isfinite(record["final_metrics"]["loss"])
