@@ -140,3 +140,27 @@ def test_compare_needs_two_runs(runs, tmp_path):
     assert res.returncode == 2 and "at least two runs" in res.stderr
     res = run_cli("compare", str(made["a"]), str(tmp_path / "nope"))
     assert res.returncode == 2 and "not a run directory" in res.stderr
+
+
+def test_wall_time_of_a_resumed_run_leaves_out_the_downtime(tmp_path):
+    import datetime as dt
+    import time
+
+    from nnrun.engine.rundir import RunDir
+
+    path = make_run(tmp_path / "runs", "w", [], {}, "2026-01-01T00:00:00+00:00", status="running")
+    run = RunDir(path)
+    now = time.time()
+    iso = dt.datetime.fromtimestamp(now - 1000, dt.timezone.utc).isoformat()
+    run.update(status="running", attempt_started_at=iso, wall_time_s=None)  # killed 1000 s ago
+    run.resume_attempt(["nnrun", "train", "--resume"], last_progress=now - 1000 + 30)  # last backup after 30 s
+    assert run.read()["prior_time_s"] == 30
+    run.finish("interrupted", reason="SIGINT")
+    assert 30 <= run.read()["wall_time_s"] < 35  # not ~1000
+    run.update(attempt_started_at=dt.datetime.fromtimestamp(now - 500, dt.timezone.utc).isoformat())
+    wall = run.read()["wall_time_s"]
+    run.resume_attempt(["nnrun", "train", "--resume"], last_progress=None)  # a finished attempt counts as logged
+    assert run.read()["prior_time_s"] == wall
+    run.finish("completed")
+    record = run.read()
+    assert wall <= record["wall_time_s"] < wall + 5 and len(record["resumes"]) == 2

@@ -126,8 +126,6 @@ def test_class_balanced_ranking_interleaves_classes():
 
 
 def test_curriculum_epoch_draws_only_from_the_easiest_fraction_and_scores_once():
-    import tensorflow as tf
-
     from nnrun.components.data.base import DataBundle, Split
     from nnrun.engine.pipeline import train_dataset
 
@@ -158,8 +156,6 @@ def test_curriculum_epoch_draws_only_from_the_easiest_fraction_and_scores_once()
 
 
 def test_progressive_resizing_delivers_the_scheduled_size_each_epoch():
-    import tensorflow as tf
-
     from nnrun.components.data.base import Split
     from nnrun.engine.pipeline import eval_dataset, train_dataset
 

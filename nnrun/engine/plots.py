@@ -19,7 +19,7 @@ def learning_curves(rows: list[dict], path: Path, title: str = "") -> None:
                       and k not in ("epoch", "step", "split", "epoch_time_s")})
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.6), squeeze=False)
     for ax, name in zip(axes[0], metrics):
-        ax.plot(epochs, [r.get(name) for r in rows], marker="o", ms=3, label=f"train")
+        ax.plot(epochs, [r.get(name) for r in rows], marker="o", ms=3, label="train")
         if any(f"val_{name}" in r for r in rows):
             ax.plot(epochs, [r.get(f"val_{name}") for r in rows], marker="o", ms=3, label="val")
             ax.legend()

@@ -8,6 +8,7 @@ import os
 import platform
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,14 @@ def atomic_write(path: Path, text: str) -> None:
 
 def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _now_precise() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _timestamp(iso: str | None) -> float | None:
+    return dt.datetime.fromisoformat(iso).timestamp() if iso else None
 
 
 class RunDir:
@@ -110,6 +119,7 @@ class RunDir:
                 "host": platform.node(),
                 "pid": os.getpid(),
                 "started_at": now_iso(),
+                "attempt_started_at": _now_precise(),
                 "ended_at": None,
                 "wall_time_s": None,
                 "epochs_completed": 0,
@@ -117,12 +127,27 @@ class RunDir:
             }
         )
 
+    def resume_attempt(self, argv: list[str], last_progress: float | None) -> None:
+        """Mark a resumed run running again. wall_time_s counts the time spent in attempts, not
+        the downtime between them: a finished attempt counts until its end, a killed one until
+        `last_progress` (POSIX time of its last backup; its later work is redone)."""
+        record = self.read()
+        if record.get("status") != "running" and record.get("wall_time_s") is not None:
+            prior = record["wall_time_s"]
+        else:
+            start = _timestamp(record.get("attempt_started_at") or record.get("started_at"))
+            done = max(0.0, (last_progress or start) - start) if start is not None else 0.0
+            prior = record.get("prior_time_s", 0.0) + done
+        self.update(status="running", reason=None, pid=os.getpid(), host=platform.node(),
+                    resumes=record.get("resumes", []) + [{"argv": argv, "started_at": now_iso()}],
+                    prior_time_s=round(prior, 2), attempt_started_at=_now_precise())
+
     def finish(self, status: str, reason: str | None = None, **fields: Any) -> None:
         record = self.read()
-        started = record.get("started_at")
+        start = _timestamp(record.get("attempt_started_at") or record.get("started_at"))
         wall = None
-        if started:
-            wall = round((dt.datetime.now(dt.timezone.utc) - dt.datetime.fromisoformat(started)).total_seconds(), 2)
+        if start is not None:
+            wall = round(record.get("prior_time_s", 0.0) + time.time() - start, 2)
         self.update(status=status, reason=reason, ended_at=now_iso(), wall_time_s=wall, **fields)
 
     def append_metrics(self, row: dict) -> None:

@@ -9,8 +9,6 @@ backing up the full state so a killed, interrupted or NaN-stopped run can contin
 from __future__ import annotations
 
 import json
-import os
-import platform
 import signal
 from dataclasses import dataclass
 
@@ -153,9 +151,8 @@ def train(cfg: RunConfig, argv: list[str], out: Output, resume: RunDir | None = 
 
         run = resume
         record_changes(run, cfg, changes or [])
-        history = run.read().get("resumes", [])
-        run.update(status="running", reason=None, pid=os.getpid(), host=platform.node(),
-                   resumes=history + [{"argv": argv}])
+        state = run.checkpoints / "backup" / "state.npz"
+        run.resume_attempt(argv, last_progress=state.stat().st_mtime if state.is_file() else None)
     prepared.ctx.run_dir = run.path
     with SignalGuard() as guard:
         try:

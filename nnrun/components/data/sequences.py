@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 
 from nnrun.components.data.base import DataBundle, Split, standard_splits
 from nnrun.components.data.shapes import SplitSizes
-from nnrun.registry import Params, register
+from nnrun.registry import register
 
 PAD, TOKEN_A, TOKEN_B = 0, 1, 2
 CLASS_NAMES = ["b_before_a", "a_before_b"]

@@ -49,7 +49,6 @@ class ResNetParams(Params):
 
 
 def _conv_bn(x, filters, kernel, stride, name, momentum, gamma="ones", relu=True):
-    import keras
     from keras import layers
 
     x = layers.Conv2D(
