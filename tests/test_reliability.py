@@ -173,6 +173,28 @@ def test_resume_completed_run_for_more_epochs(setup, tmp_path):
     assert json.loads((run / "run.json").read_text())["config_changes"] == [["train.epochs"]]
 
 
+def test_run_stopped_after_its_last_backup_resumes_to_the_final_metrics(setup, tmp_path):
+    """The on-disk state of a run killed (or interrupted) after the last epoch's backup, before
+    its final metrics: --resume trains nothing more and completes it as an uninterrupted run."""
+    import shutil
+
+    _, reference, _ = setup
+    run = tmp_path / "stopped"
+    shutil.copytree(reference, run)
+    record = json.loads((run / "run.json").read_text())
+    expected = record["final_metrics"]
+    record.update(status="interrupted", reason="SIGINT after the last epoch", final_metrics={})
+    (run / "run.json").write_text(json.dumps(record))
+    (run / "report.html").unlink()
+    res = run_cli("train", "--resume", str(run))
+    assert res.returncode == 0, res.stderr
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "completed" and record["final_metrics"] == expected
+    assert metrics(run) == metrics(reference) and (run / "report.html").is_file()
+    res = run_cli("train", "--resume", str(run), "--set", "train.epochs=2", "--allow-change", "train.epochs")
+    assert res.returncode == 2 and "beyond train.epochs 2" in res.stderr
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_backup(tiny_config):
     res = run_cli("train", str(tiny_config), "--set", "optimizer={name: sgd, learning_rate: 1e8}")
     assert res.returncode == 1

@@ -57,10 +57,9 @@ def prepare_resume(run_dir: str | Path, config: Path | None, overrides: list[str
     if not snapshot.exists(run.checkpoints / "backup"):
         raise UsageError(f"run has no backup to resume from (checkpoints/backup/state.npz): {run.path}")
     done = snapshot.read_position(run.checkpoints / "backup")
-    if done["epoch"] >= cfg.train.epochs:
+    if done["epoch"] > cfg.train.epochs:  # == epochs: stopped after training; resume finishes the run
         raise UsageError(
-            f"run already finished its {cfg.train.epochs} epochs; to train longer: "
-            f"--resume {run.path} --set train.epochs=N --allow-change train.epochs"
+            f"the run's backup is at epoch {done['epoch']}, beyond train.epochs {cfg.train.epochs}: {run.path}"
         )
     return run, cfg, changes
 

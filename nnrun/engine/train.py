@@ -163,8 +163,9 @@ def train(cfg: RunConfig, argv: list[str], out: Output, resume: RunDir | None = 
             if isinstance(exc, Interrupted):
                 name = signal.Signals(exc.signum).name
                 pos = exc.position
-                run.finish("interrupted", reason=f"{name} at epoch {pos['epoch'] + 1} step {pos['step']}",
-                           interrupted_at=pos)
+                where = (f"at epoch {pos['epoch'] + 1} step {pos['step']}" if pos["epoch"] < cfg.train.epochs
+                         else "after the last epoch (--resume writes the final metrics)")
+                run.finish("interrupted", reason=f"{name} {where}", interrupted_at=pos)
                 raise (Terminated() if exc.signum == signal.SIGTERM else KeyboardInterrupt()) from None
             run.finish("interrupted", reason="SIGTERM" if isinstance(exc, Terminated) else "SIGINT")
             raise
@@ -278,7 +279,7 @@ def _fit_segments(p: Prepared, run: RunDir, out: Output, guard: SignalGuard, bac
 
     check_same_position(p.strategy, start)  # before anything in the run directory changes
     history = _truncate_metrics(run, start["epoch"])
-    if start["epoch"] >= epochs:
+    if start["epoch"] > epochs:
         raise RunFailed(f"nothing to do: the backup is at epoch {start['epoch']} of {epochs}")
     for technique in p.techniques:
         technique.prepare(p.ctx, p.data, lambda epochs: warmup_loss_scores(p, epochs))
@@ -341,6 +342,8 @@ def _fit_segments(p: Prepared, run: RunDir, out: Output, guard: SignalGuard, bac
                 break
     finally:
         guard.in_fit = False
+    if guard.requested:  # arrived during the last validation: training is backed up, stop before finishing
+        raise callbacks.Interrupted(guard.requested, backup.saved)
 
     plots.learning_curves(run.read_metrics(), run.plots / "learning_curves.png", title=cfg.name)
     history = metrics_log.history
