@@ -59,7 +59,7 @@ def main() -> None:
     tf = runtime.import_tensorflow()
     runtime.setup(cfg)
     model = load_checkpoint(run)
-    x = build_data(cfg).split("val").x[: args.images].astype(np.float32)
+    x = build_data(cfg).split("val").head(args.images)[0].astype(np.float32)
     targets = outputs_of(model, x, 64).argmax(axis=1).astype(np.int32)
     baseline = np.zeros_like(x)
     f_x = scores_of(model, x, targets, "probability", 64)

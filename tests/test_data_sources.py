@@ -227,7 +227,9 @@ def _streamed(root: Path, tmp_path: Path, **extra):
     return image_folder.build(image_folder.ImageFolderParams(**params))
 
 
-def test_streamed_image_folder_matches_memory_and_caches_once(tmp_path):
+def test_streamed_image_folder_matches_memory_and_caches_once(tmp_path, monkeypatch):
+    from nnrun.components.data import stream
+
     root = make_folder(tmp_path / "imgs")
     memory = image_folder.build(image_folder.ImageFolderParams(path=str(root), image_size=16))
     filed = _streamed(root, tmp_path, normalize="train")
@@ -245,10 +247,11 @@ def test_streamed_image_folder_matches_memory_and_caches_once(tmp_path):
     assert max(closest) < 0.03
     caches = sorted((tmp_path / "cache").iterdir())
     assert [c.name.split("-")[0] for c in caches] == ["image_folder", "image_folder"]  # train, val
-    stamp = {c: (c / "data").stat().st_mtime_ns for c in caches}
-    again = _streamed(root, tmp_path, normalize="train")  # reused, not rewritten
-    assert {c: (c / "data").stat().st_mtime_ns for c in sorted((tmp_path / "cache").iterdir())} == stamp
-    np.testing.assert_array_equal(again.split("train").head(80)[0], x)
+    with monkeypatch.context() as patch:  # reused: neither rewritten nor the files opened again
+        patch.setattr(stream, "_write", lambda *a: pytest.fail("cache rewritten"))
+        patch.setattr(image_folder, "_check_files", lambda *a: pytest.fail("files checked again"))
+        again = _streamed(root, tmp_path, normalize="train")
+        np.testing.assert_array_equal(again.split("train").head(80)[0], x)
     # cache: none decodes the same images every epoch, without a cache
     none = _streamed(root, tmp_path, cache="none", normalize="train")
     np.testing.assert_array_equal(none.split("train").head(80)[0], x)
@@ -299,12 +302,64 @@ def test_streamed_sources_name_bad_files_and_bad_options(tmp_path, write_yaml):
     assert "shuffle_buffer applies to streamed data" in res.stderr
 
 
-def test_curriculum_needs_an_in_memory_training_split(tmp_path):
+def test_cache_writes_clean_up_and_report_what_failed(tmp_path, monkeypatch):
+    import platform
+
+    import tensorflow as tf
+    from PIL import Image
+
+    root = make_folder(tmp_path / "imgs")
+    img = Image.open(root / "train" / "red" / "0.jpg")
+    img.save(root / "train" / "red" / "camera.jpg", "MPO", save_all=True, append_images=[img])  # a phone JPEG
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    dead = cache / f".image_folder-x.{platform.node()}.999999999.tmp"  # a writer killed mid-write
+    other_host = cache / ".image_folder-x.elsewhere.999999999.tmp"  # maybe still writing
+    for d in (dead, other_host):
+        d.mkdir()
+
+    def full_disk(self, *args, **kwargs):
+        raise tf.errors.ResourceExhaustedError(None, None, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tf.data.Dataset, "save", full_disk)
+        with pytest.raises(ConfigError, match="cannot write the data cache .*No space left on device"):
+            image_folder.build(image_folder.ImageFolderParams(path=str(root), image_size=16, cache="file",
+                                                              cache_dir=str(cache)))
+    assert sorted(p.name for p in cache.iterdir()) == [other_host.name]  # ours removed, theirs kept
+    data = image_folder.build(image_folder.ImageFolderParams(path=str(root), image_size=16, cache="file",
+                                                             cache_dir=str(cache)))
+    assert len(data.split("train")) == 81  # the MPO file is accepted and decoded
+    assert data.split("train").head(81)[0].shape == (81, 16, 16, 3)
+
+
+def test_tfds_feature_names_are_checked():
+    from types import SimpleNamespace
+
+    from nnrun.components.data import tfds_source
+
+    builder = SimpleNamespace(info=SimpleNamespace(supervised_keys=None, features={"image": 0, "objects": 0}))
+    with pytest.raises(ConfigError, match="no \\(input, label\\) supervised keys.*features: image, objects"):
+        tfds_source._feature_names(builder, tfds_source.TfdsParams(name="x"))
+    with pytest.raises(ConfigError, match="has no feature 'label'; it has: image, objects"):
+        tfds_source._feature_names(builder, tfds_source.TfdsParams(name="x", as_supervised=False))
+
+
+def test_curriculum_needs_an_in_memory_training_split(tmp_path, write_yaml):
     from nnrun.components.techniques.curriculum import Curriculum, CurriculumParams
 
     data = _streamed(make_folder(tmp_path / "imgs"), tmp_path, cache="none")
     with pytest.raises(ConfigError, match="curriculum needs the training split in memory"):
         Curriculum(CurriculumParams(), None).check(data)
+    cfg = write_yaml(f"""
+        name: s
+        data: {{dataset: image_folder, params: {{path: {tmp_path / 'imgs'}, cache: none}}}}
+        model: resnet
+        train: {{techniques: {{curriculum: {{}}}}}}
+        """)
+    res = run_cli("validate", str(cfg))
+    assert res.returncode == 2 and "train.techniques.curriculum: curriculum needs the training split in memory" \
+        in res.stderr
 
 
 STREAMED = """\

@@ -293,3 +293,42 @@ def test_eight_concurrent_runs_get_distinct_directories(tiny_config, tmp_path):
     assert len(dirs) == 8
     for d in dirs:
         assert json.loads((Path(d) / "run.json").read_text())["status"] == "completed"
+
+
+@pytest.mark.parametrize("sets, stop_epoch", [
+    (["train.epochs=2"], 2),  # the last epoch
+    (["train.epochs=6", "train.early_stopping={monitor: val_loss, patience: 1, min_delta: 100}"], 2),  # early stop
+])
+def test_signal_after_the_last_training_batch_stops_and_resume_only_finishes(tiny_config, monkeypatch, sets,
+                                                                           stop_epoch):
+    """SIGINT while the epoch that ends training is validated and logged: the run stops
+    (interrupted, 'after the last epoch'), and --resume trains nothing more, early stopping
+    included, and writes the final metrics."""
+    from nnrun.config import load_config
+    from nnrun.engine import callbacks
+    from nnrun.engine.train import Output, train
+
+    original = callbacks.MetricsLog.on_epoch_end
+
+    def log_then_signal(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch + 1 == stop_epoch:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(callbacks.MetricsLog, "on_epoch_end", log_then_signal)
+    root = Path(str(tiny_config).replace("tiny.yaml", "runs")) / "tiny"
+    with pytest.raises(KeyboardInterrupt):
+        train(load_config(tiny_config, sets), ["nnrun", "train"], Output(console=None, progress=False, epoch_lines=False))
+    monkeypatch.setattr(callbacks.MetricsLog, "on_epoch_end", original)
+    (run,) = root.iterdir()
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "interrupted" and record["reason"].startswith("SIGINT after the last epoch")
+    assert record["final_metrics"] == {} and position(run)["epoch"] == stop_epoch
+    rows = metrics(run)
+    assert [r["epoch"] for r in rows] == list(range(1, stop_epoch + 1))
+    res = run_cli("train", "--resume", str(run))
+    assert res.returncode == 0, res.stderr
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "completed" and metrics(run) == rows  # nothing trained
+    assert record["final_metrics"]["val_accuracy"] == rows[-1]["val_accuracy"]
+    assert (run / "report.html").is_file()

@@ -170,6 +170,9 @@ def resolve(raw: dict) -> RunConfig:
     if policy and data["train"]["precision"] not in ("float32", policy):
         raise ConfigError(f"policy {policy} conflicts with train.precision {data['train']['precision']}",
                           "train.techniques.mixed_precision")
+    if "curriculum" in techniques and data["data"]["params"].get("cache", "memory") != "memory":
+        raise ConfigError("curriculum needs the training split in memory (data.params.cache: memory)",
+                          "train.techniques.curriculum")
     if data["runtime"]["strategy"] == "multi_worker":
         if data["train"]["backup_every_steps"]:
             raise ConfigError("not supported with runtime.strategy: multi_worker (its runs back up and resume "

@@ -133,26 +133,28 @@ def is_multi_worker(strategy) -> bool:
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
 
-def check_same_position(strategy, position: dict) -> None:
-    """Under multi_worker, every worker must start from the same backup position (a whole-job
-    kill can land between two workers' epoch-end saves); otherwise their collectives would not
-    match. Every worker computes the same sums of the positions and their squares, so all of
-    them see a mismatch and stop with the same message."""
+def check_same_position(strategy, position: dict | None) -> None:
+    """Under multi_worker, every worker must start from the same backup (`position`; None: a new
+    run, or no backup): a whole-job kill can land between two workers' epoch-end saves, or one
+    worker may be started without --resume, and their collectives would then not match. Every
+    worker computes the same sums of the positions and their squares, so all of them see a
+    mismatch and stop with the same message."""
     if not is_multi_worker(strategy):
         return
     import tensorflow as tf
 
     n = strategy.num_replicas_in_sync
-    local = [float(position["epoch"]), float(position["step"])]
+    local = [1.0, float(position["epoch"]), float(position["step"])] if position else [0.0, 0.0, 0.0]
     values = strategy.experimental_distribute_values_from_function(
         lambda ctx: tf.constant(local + [v * v for v in local], tf.float64))
     sums = strategy.reduce("SUM", values, axis=None).numpy()
-    if any(n * sums[2 + i] != sums[i] ** 2 for i in range(2)):
+    if any(n * sums[3 + i] != sums[i] ** 2 for i in range(3)):
         from nnrun.errors import RunFailed
 
-        raise RunFailed(f"workers resumed from different backups (this one: epoch {position['epoch']}, "
-                        f"step {position['step']}); every worker's state is the same at an epoch end: copy "
-                        f"the newest worker's checkpoints/backup over the others' and resume again")
+        mine = f"epoch {position['epoch']}, step {position['step']}" if position else "no backup"
+        raise RunFailed(f"the workers start from different backups (this one: {mine}); nothing was changed. "
+                        f"Every worker's state is the same at an epoch end: copy the newest worker's "
+                        f"checkpoints/backup and metrics.jsonl over the others' and resume every worker")
 
 
 def worker_runs_root(cfg) -> str:

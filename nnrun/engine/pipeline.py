@@ -29,7 +29,7 @@ def batch_key(tf, seed: int, epoch, step, salt: int):
 
 
 def train_dataset(split: Split, *, batch_size: int, seed: int, num_classes: int, label_mode: str,
-                  first_epoch: int, last_epoch: int, skip_steps: int = 0, techniques=()):
+                  first_epoch: int, last_epoch: int, skip_steps: int = 0, techniques=(), preview: bool = False):
     """Batches for epochs [first_epoch, last_epoch) (after skipping `skip_steps` batches).
 
     Elements are (inputs, labels). Keras' fit keeps one iterator across epochs when
@@ -39,7 +39,8 @@ def train_dataset(split: Split, *, batch_size: int, seed: int, num_classes: int,
 
     techniques = sorted(techniques, key=lambda t: t.priority)
     if split.stream is not None:
-        return _finish(_streamed_batches(tf, split, batch_size, seed, first_epoch, last_epoch), tf, seed,
+        buffer = 1 if preview else split.shuffle_buffer  # preview: one batch for shapes, no buffer to fill
+        return _finish(_streamed_batches(tf, split, batch_size, seed, first_epoch, last_epoch, buffer), tf, seed,
                        num_classes, label_mode, skip_steps, techniques, gather=None)
     x = tf.constant(split.x)
     y = tf.constant(split.y)
@@ -63,8 +64,10 @@ def train_dataset(split: Split, *, batch_size: int, seed: int, num_classes: int,
                    gather=lambda index: (tf.gather(x, index), tf.gather(y, index)))
 
 
-def _streamed_batches(tf, split: Split, batch_size: int, seed: int, first_epoch: int, last_epoch: int):
-    """(epoch, step, (x, y)) batches of a streamed split: a shuffle buffer seeded by (seed, epoch)."""
+def _streamed_batches(tf, split: Split, batch_size: int, seed: int, first_epoch: int, last_epoch: int,
+                      buffer: int):
+    """(epoch, step, (x, y)) batches of a streamed split: a shuffle buffer seeded by (seed, epoch),
+    holding the compact (uint8) examples; the float transform runs on whole batches after it."""
     source = split.stream()
 
     def epoch_stream(epoch):
@@ -75,7 +78,8 @@ def _streamed_batches(tf, split: Split, batch_size: int, seed: int, first_epoch:
         # which raises for a tensor op seed when the global seed is 0 (e.g. `seed: 0`). A fixed seed
         # for this traced function's own graph avoids that; the order depends on shuffle_seed only.
         tf.random.set_seed(1)
-        batches = source.shuffle(split.shuffle_buffer, seed=shuffle_seed).batch(batch_size).enumerate()
+        shuffled = source.shuffle(buffer, seed=shuffle_seed).batch(batch_size)
+        batches = shuffled.map(split.transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).enumerate()
         return batches.map(lambda step, xy: (epoch, step, xy))
 
     return tf.data.Dataset.range(first_epoch, last_epoch).flat_map(epoch_stream)
@@ -116,7 +120,8 @@ def eval_dataset(split: Split, *, batch_size: int, num_classes: int, label_mode:
         return x, _encode(tf, y, num_classes, label_mode)
 
     if split.stream is not None:  # streamed: read again each time (it may not fit in memory)
-        ds = split.stream().batch(batch_size).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = split.stream().batch(batch_size).map(split.transform, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
         return _shard_by_data(tf, ds.prefetch(tf.data.AUTOTUNE))
     ds = tf.data.Dataset.from_tensor_slices((split.x, split.y)).batch(batch_size)
     ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)

@@ -102,7 +102,7 @@ def prepare(cfg: RunConfig, run_dir=None, lr_scale: float = 1.0) -> Prepared:
         build.compile_model(model, cfg, data, lr_scale)
         sample = next(iter(pipeline.train_dataset(
             train_split, batch_size=cfg.data.batch_size, seed=cfg.seed, num_classes=data.num_classes,
-            label_mode=labels, first_epoch=0, last_epoch=1, techniques=techniques)))
+            label_mode=labels, first_epoch=0, last_epoch=1, techniques=techniques, preview=True)))
         try:
             snapshot.build_for_restore(model, sample)
         except (ValueError, TypeError) as exc:
@@ -138,6 +138,7 @@ def train(cfg: RunConfig, argv: list[str], out: Output, resume: RunDir | None = 
     if resume is not None:  # learning-rate cuts of earlier NaN rollbacks stay in force
         lr_scale = cfg.train.rollback_lr_factor ** len(resume.read().get("rollbacks", []))
     prepared = prepare(cfg, run_dir=resume.path if resume else None, lr_scale=lr_scale)
+    _check_workers_agree(prepared, resume)
     if resume is None:
         from nnrun.engine.distribute import worker_runs_root
 
@@ -151,6 +152,8 @@ def train(cfg: RunConfig, argv: list[str], out: Output, resume: RunDir | None = 
 
         run = resume
         record_changes(run, cfg, changes or [])
+        if "train.epochs" in (changes or []):
+            run.update(stopped_early_at=None)  # asked to train longer
         state = run.checkpoints / "backup" / "state.npz"
         run.resume_attempt(argv, last_progress=state.stat().st_mtime if state.is_file() else None)
     prepared.ctx.run_dir = run.path
@@ -161,13 +164,17 @@ def train(cfg: RunConfig, argv: list[str], out: Output, resume: RunDir | None = 
             from nnrun.engine.callbacks import Interrupted
 
             if isinstance(exc, Interrupted):
-                name = signal.Signals(exc.signum).name
-                pos = exc.position
-                where = (f"at epoch {pos['epoch'] + 1} step {pos['step']}" if pos["epoch"] < cfg.train.epochs
-                         else "after the last epoch (--resume writes the final metrics)")
+                name, pos = signal.Signals(exc.signum).name, exc.position
+                where = (AFTER_TRAINING if _training_done(run, cfg, pos)
+                         else f"at epoch {pos['epoch'] + 1} step {pos['step']}")
                 run.finish("interrupted", reason=f"{name} {where}", interrupted_at=pos)
                 raise (Terminated() if exc.signum == signal.SIGTERM else KeyboardInterrupt()) from None
-            run.finish("interrupted", reason="SIGTERM" if isinstance(exc, Terminated) else "SIGINT")
+            from nnrun.engine import snapshot
+
+            name = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
+            backup = run.checkpoints / "backup"
+            done = snapshot.exists(backup) and _training_done(run, cfg, snapshot.read_position(backup))
+            run.finish("interrupted", reason=f"{name} {AFTER_TRAINING}" if done else name)
             raise
         except NNRunError as exc:
             run.finish("failed", reason=str(exc))
@@ -187,6 +194,25 @@ def train(cfg: RunConfig, argv: list[str], out: Output, resume: RunDir | None = 
     except Exception:  # noqa: BLE001
         pass
     return run
+
+
+AFTER_TRAINING = "after the last epoch (--resume writes the final metrics)"
+
+
+def _training_done(run: RunDir, cfg: RunConfig, position: dict) -> bool:
+    """Whether a backup at `position` ends the training: the last epoch, or where early stopping stopped."""
+    return position["epoch"] >= cfg.train.epochs or run.read().get("stopped_early_at") == position["epoch"]
+
+
+def _check_workers_agree(prepared: Prepared, resume: RunDir | None) -> None:
+    """Under multi_worker: every worker starts from the same backup, checked before any run
+    directory is created or changed."""
+    from nnrun.engine import snapshot
+    from nnrun.engine.distribute import check_same_position
+
+    backup = resume.checkpoints / "backup" if resume is not None else None
+    check_same_position(prepared.strategy,
+                        snapshot.read_position(backup) if backup and snapshot.exists(backup) else None)
 
 
 def _truncate_metrics(run: RunDir, epochs_done: int) -> list[dict]:
@@ -261,13 +287,14 @@ def _sample(p: Prepared):
 
     return next(iter(pipeline.train_dataset(
         p.data.split("train"), batch_size=p.cfg.data.batch_size, seed=p.cfg.seed, num_classes=p.data.num_classes,
-        label_mode=p.labels, first_epoch=0, last_epoch=1, techniques=p.techniques)))
+        label_mode=p.labels, first_epoch=0, last_epoch=1, techniques=p.techniques, preview=True)))
 
 
 def _fit_segments(p: Prepared, run: RunDir, out: Output, guard: SignalGuard, backup_dir) -> dict:
     import keras
 
     from nnrun.engine import callbacks, pipeline, plots, snapshot
+    from nnrun.engine.distribute import callbacks as strategy_callbacks, is_multi_worker
     from nnrun.engine.runs import higher_is_better
 
     cfg, model = p.cfg, p.model
@@ -275,9 +302,7 @@ def _fit_segments(p: Prepared, run: RunDir, out: Output, guard: SignalGuard, bac
     start = {"epoch": 0, "step": 0}
     if snapshot.exists(backup_dir):
         start = snapshot.restore(model, backup_dir, groups=("model", "optimizer"))
-    from nnrun.engine.distribute import callbacks as strategy_callbacks, check_same_position, is_multi_worker
-
-    check_same_position(p.strategy, start)  # before anything in the run directory changes
+    trained = _training_done(run, cfg, start)  # stopped after training: only the final metrics are left
     history = _truncate_metrics(run, start["epoch"])
     if start["epoch"] > epochs:
         raise RunFailed(f"nothing to do: the backup is at epoch {start['epoch']} of {epochs}")
@@ -324,7 +349,7 @@ def _fit_segments(p: Prepared, run: RunDir, out: Output, guard: SignalGuard, bac
         start_full = start["epoch"] + 1
     else:
         start_full = start["epoch"]
-    if start_full < epochs:
+    if start_full < epochs and not trained:
         segments.append((start_full, epochs, 0))
     guard.in_fit = True
     try:
@@ -339,6 +364,7 @@ def _fit_segments(p: Prepared, run: RunDir, out: Output, guard: SignalGuard, bac
             model.fit(train_ds, initial_epoch=first, epochs=last, steps_per_epoch=steps - skip if skip else steps,
                       validation_data=val_ds, callbacks=extra + common, verbose=0, shuffle=False)
             if early is not None and early.stopped_epoch:
+                run.update(stopped_early_at=backup.saved["epoch"])  # a resume must not train past it
                 break
     finally:
         guard.in_fit = False

@@ -11,15 +11,18 @@ import numpy as np
 @dataclass
 class Split:
     """One split. In memory: `x` holds every input. Streamed (data larger than memory): `x` is
-    None and `stream()` returns a tf.data.Dataset of preprocessed (x, y) in a fixed order, which
-    the training pipeline shuffles through a buffer of `shuffle_buffer` elements. `y` is always
-    in memory (metrics and class balance need it)."""
+    None, `stream()` returns a tf.data.Dataset of compact (uint8 image, label) pairs in a fixed
+    order and `transform(x, y)` makes them model inputs (rescale, normalise; elementwise, so it
+    runs on single examples or batches). The training pipeline shuffles the compact elements
+    through a buffer of `shuffle_buffer` and transforms whole batches. `y` is always in memory
+    (metrics and class balance need it)."""
 
     x: np.ndarray | None
     y: np.ndarray
     masks: np.ndarray | None = None  # ground-truth object masks (N, H, W), when the data set knows them
     difficulty: np.ndarray | None = None  # per-example difficulty proxy in [0, 1], when known
     stream: Callable | None = None
+    transform: Callable | None = None
     shuffle_buffer: int = 0
 
     def __len__(self) -> int:
@@ -29,8 +32,8 @@ class Split:
         """The first n inputs and labels as arrays (explain, export references)."""
         if self.x is not None:
             return self.x[:n], self.y[:n]
-        xs = [x for x, _ in self.stream().take(n).as_numpy_iterator()]
-        return np.stack(xs), self.y[:n]
+        x, _ = next(self.stream().take(n).batch(n).map(self.transform).as_numpy_iterator())
+        return x, self.y[:n]
 
 
 @dataclass

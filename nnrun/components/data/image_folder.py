@@ -20,12 +20,12 @@ from pydantic import Field
 
 from nnrun.components.data.base import DataBundle, Split
 from nnrun.components.data.preprocess import ImagePreprocess, finish_images, finish_streams, holdout_mask
-from nnrun.components.data.stream import StreamOptions, cached
+from nnrun.components.data.stream import StreamOptions, cached, reuse
 from nnrun.errors import ConfigError
 from nnrun.registry import register
 
 VAL_DIRS = ("val", "validation")
-TF_FORMATS = {"JPEG", "PNG", "GIF", "BMP"}  # what tf.io.decode_image reads
+TF_FORMATS = {"JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP"}  # what tf.io.decode_image reads (MPO: camera JPEGs)
 
 
 class ImageFolderParams(ImagePreprocess, StreamOptions):
@@ -127,7 +127,8 @@ def _decoder(p: ImageFolderParams):
 
 
 def _undecodable(files: list[Path], p: ImageFolderParams):
-    """The ConfigError for a decode failure while caching: find the files TensorFlow cannot decode."""
+    """After a failed cache write: the ConfigError naming the files TensorFlow cannot decode, or
+    None when they all decode (the write failed for another reason, e.g. a full disk)."""
     import tensorflow as tf
 
     decode, bad = _decoder(p), []
@@ -136,12 +137,22 @@ def _undecodable(files: list[Path], p: ImageFolderParams):
             decode(tf.constant(str(file)), 0)
         except tf.errors.OpError:
             bad.append(file)
+    if not bad:
+        return None
     names = ", ".join(str(f) for f in bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
-    return ConfigError(f"TensorFlow cannot decode {len(bad)} file(s): {names or '(unknown)'}", "data.params.path")
+    return ConfigError(f"TensorFlow cannot decode {len(bad)} file(s): {names}", "data.params.path")
 
 
 def _stream(name: str, files: list[Path], labels: np.ndarray, p: ImageFolderParams):
-    """Streamed split: (raw dataset function, labels); decoded by tf.data per epoch or into the file cache."""
+    """Streamed split: (raw dataset function, labels); decoded by tf.data per epoch or into the file cache.
+    An existing file cache of the same listing is reused without opening the files again."""
+    listing = hashlib.sha256("\n".join(f"{f.resolve()}|{s.st_size}|{s.st_mtime_ns}"
+                                        for f, s in ((f, f.stat()) for f in files)).encode()).hexdigest()
+    key = {"source": "image_folder", "split": name, "image_size": p.image_size, "color_mode": p.color_mode,
+           "skip_invalid": p.skip_invalid, "seed": p.seed, "files": listing, "count": len(files)}
+    found = reuse(key, p)
+    if found is not None:
+        return found
     files, labels = _check_files(files, labels, p)
     # Folders list one class after another; a shuffle buffer smaller than the split could not mix
     # them. The stream (and its cache) therefore holds the files in one fixed, seeded order.
@@ -154,10 +165,7 @@ def _stream(name: str, files: list[Path], labels: np.ndarray, p: ImageFolderPara
         paths = tf.data.Dataset.from_tensor_slices(([str(f) for f in files], labels))
         return paths.map(_decoder(p), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
-    key = {"source": "image_folder", "split": name, "image_size": p.image_size, "color_mode": p.color_mode,
-           "files": hashlib.sha256("\n".join(f"{f.resolve()}|{f.stat().st_size}|{f.stat().st_mtime_ns}"
-                                              for f in files).encode()).hexdigest(), "count": len(files)}
-    return cached(make, key, p, on_error=lambda exc: _undecodable(files, p)), labels
+    return cached(make, key, p, labels, on_error=lambda exc: _undecodable(files, p)), labels
 
 
 def _splits(root: Path, classes: list[str], parts: dict[str, Path], p: ImageFolderParams) -> dict:

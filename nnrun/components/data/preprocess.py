@@ -121,7 +121,7 @@ def finish_streams(raws: dict, p, class_names: list[str], num_classes: int, sour
                    shape: tuple) -> DataBundle:
     """finish_images for streamed splits. `raws` maps a split name to (function returning the raw
     dataset of (uint8 image, label), labels array); the same pair may serve two names."""
-    from nnrun.components.data.stream import DEFAULT_SHUFFLE_BUFFER, channel_statistics, preprocessed
+    from nnrun.components.data.stream import DEFAULT_SHUFFLE_BUFFER, channel_statistics, transform
 
     scale = p.rescale if p.rescale is not None else 1 / 255
     meta: dict = {"source": source, "cache": p.cache}
@@ -137,6 +137,7 @@ def finish_streams(raws: dict, p, class_names: list[str], num_classes: int, sour
     if mean is not None:
         meta["normalization"] = {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
     buffer = p.shuffle_buffer or DEFAULT_SHUFFLE_BUFFER
-    splits = {name: Split(None, np.asarray(y, np.int32), stream=preprocessed(raw, scale, mean, std),
-                          shuffle_buffer=buffer) for name, (raw, y) in raws.items()}
+    prepare = transform(scale, mean, std)
+    splits = {name: Split(None, np.asarray(y, np.int32), stream=raw, transform=prepare, shuffle_buffer=buffer)
+              for name, (raw, y) in raws.items()}
     return DataBundle(splits, tuple(int(d) for d in shape), num_classes, class_names, meta=meta)

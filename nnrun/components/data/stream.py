@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import shutil
 import tempfile
 from pathlib import Path
@@ -64,45 +65,98 @@ def cache_root(p: StreamOptions) -> Path:
     return Path(p.cache_dir or default).expanduser()
 
 
-def cached(make: Callable, key: dict, p: StreamOptions, on_error: Callable | None = None) -> Callable:
-    """A function returning the split's raw dataset: `make` itself for cache: none, else a reader of
-    the file cache of `make()` identified by `key` (written now, when missing).
+CACHE_FORMAT = 1  # bump when the decoded content of a cache changes (decoder, resize, layout)
 
-    `on_error(exc)` turns a TensorFlow error while writing (a file that does not decode) into
-    the ConfigError to raise."""
+
+def cache_path(key: dict, p: StreamOptions) -> Path | None:
+    """Where the file cache of `key` lives (None unless cache: file)."""
     if p.cache != "file":
+        return None
+    text = json.dumps({**key, "format": CACHE_FORMAT}, sort_keys=True, default=str)
+    return cache_root(p) / f"{key.get('source', 'data')}-{hashlib.sha256(text.encode()).hexdigest()[:20]}"
+
+
+def reuse(key: dict, p: StreamOptions) -> tuple[Callable, np.ndarray] | None:
+    """(reader, labels) of an existing file cache of `key`; None when there is none (yet)."""
+    path = cache_path(key, p)
+    if path is None or not (path / LABELS).is_file():
+        return None
+    return _reader(path), np.load(path / LABELS)
+
+
+def cached(make: Callable, key: dict, p: StreamOptions, labels: np.ndarray, on_error: Callable | None = None) -> Callable:
+    """A function returning the split's raw dataset: `make` itself for cache: none, else a reader of
+    the file cache of `make()` identified by `key` (written now, with `labels`, when missing).
+
+    `on_error(exc)` may turn a TensorFlow error while writing (e.g. a file that does not decode)
+    into the ConfigError to raise; otherwise the error is reported as a failed cache write."""
+    path = cache_path(key, p)
+    if path is None:
         return make
+    if not (path / LABELS).is_file():
+        _write(make(), path, key, labels, on_error)
+    return _reader(path)
+
+
+LABELS = "labels.npy"
+
+
+def _reader(path: Path) -> Callable:
+    def read():
+        import tensorflow as tf
+
+        return tf.data.Dataset.load(str(path / "data"))
+
+    return read
+
+
+def _remove_stale(root: Path) -> None:
+    """Remove temporary directories of cache writes on this host whose process no longer exists
+    (killed mid-write): they can be large. Named `.<cache>.<host>.<pid>.<random>`."""
+    host = platform.node()
+    for tmp in root.glob(".*"):
+        parts = tmp.name.rsplit(".", 2)
+        if (len(parts) == 3 and parts[0].endswith(f".{host}") and parts[1].isdigit() and tmp.is_dir()
+                and not _alive(int(parts[1]))):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _write(ds, path: Path, key: dict, labels: np.ndarray, on_error) -> None:
     import tensorflow as tf
 
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
-    path = cache_root(p) / f"{key.get('source', 'data')}-{digest}"
-    if not path.is_dir():
-        _write(make(), path, key, tf, on_error)
-    return lambda: tf.data.Dataset.load(str(path / "data"))
-
-
-def _write(ds, path: Path, key: dict, tf, on_error) -> None:
-    from nnrun.errors import ConfigError
+    from nnrun.errors import ConfigError, first_line
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+        _remove_stale(path.parent)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.{platform.node()}.{os.getpid()}."))
     except OSError as exc:
         raise ConfigError(f"cannot write the data cache in {path.parent}: {exc.strerror}",
                           "data.params.cache_dir") from None
     try:
         # One shard: Dataset.load then reads the elements back in the order they were written.
         ds.save(str(tmp / "data"), shard_func=lambda *_: tf.constant(0, tf.int64))
-        (tmp / "key.json").write_text(json.dumps(key, indent=1, sort_keys=True, default=str))
+        (tmp / "key.json").write_text(json.dumps({**key, "format": CACHE_FORMAT}, indent=1, sort_keys=True, default=str))
+        np.save(tmp / LABELS, labels)  # last: its presence marks a complete cache
         try:
             os.replace(tmp, path)
         except OSError:
-            if not path.is_dir():  # not a lost race with another run writing the same cache
+            if not (path / LABELS).is_file():  # not a lost race with another run writing the same cache
                 raise
-    except tf.errors.OpError as exc:
-        if on_error is not None:
-            raise on_error(exc) from None
-        raise
+    except (tf.errors.OpError, OSError) as exc:
+        error = on_error(exc) if on_error is not None and isinstance(exc, tf.errors.OpError) else None
+        raise (error or ConfigError(f"cannot write the data cache {path}: {type(exc).__name__}: {first_line(exc)}",
+                                    "data.params.cache_dir")) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -125,18 +179,16 @@ def channel_statistics(ds) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.sqrt(var)
 
 
-def preprocessed(raw: Callable, scale: float, mean: np.ndarray | None, std: np.ndarray | None) -> Callable:
-    """`raw` (uint8 images, labels) mapped to float32 images: * scale, then (x - mean) / std."""
+def transform(scale: float, mean: np.ndarray | None, std: np.ndarray | None):
+    """(uint8 images, labels) -> (float32 images * scale, then (x - mean) / std; int32 labels),
+    for single examples or batches alike."""
 
-    def make():
+    def apply(x, y):
         import tensorflow as tf
 
-        def prepare(x, y):
-            x = tf.cast(x, tf.float32) * scale
-            if mean is not None:
-                x = (x - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
-            return x, tf.cast(y, tf.int32)
+        x = tf.cast(x, tf.float32) * scale
+        if mean is not None:
+            x = (x - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
+        return x, tf.cast(y, tf.int32)
 
-        return raw().map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-
-    return make
+    return apply

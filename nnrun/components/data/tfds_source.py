@@ -17,7 +17,7 @@ from pydantic import Field
 
 from nnrun.components.data.base import DataBundle, Split
 from nnrun.components.data.preprocess import ImagePreprocess, finish_images, finish_streams, labels_as_indices
-from nnrun.components.data.stream import StreamOptions, cached
+from nnrun.components.data.stream import StreamOptions, cached, reuse
 from nnrun.errors import ConfigError, first_line
 from nnrun.registry import register
 
@@ -63,6 +63,22 @@ def _builder(p: TfdsParams):
 
 def _input_name(builder, p: TfdsParams) -> str:
     return builder.info.supervised_keys[0] if p.as_supervised else p.input_key
+
+
+def _feature_names(builder, p: TfdsParams) -> tuple[str, str]:
+    """(input, label) feature names, checked against the data set's features."""
+    features = list(builder.info.features.keys()) if hasattr(builder.info.features, "keys") else []
+    if p.as_supervised:
+        keys = builder.info.supervised_keys
+        if not keys or len(keys) != 2 or not all(isinstance(k, str) for k in keys):
+            raise ConfigError(f"{p.name!r} has no (input, label) supervised keys: set as_supervised: false with "
+                              f"input_key and label_key (features: {', '.join(features)})", "data.params.as_supervised")
+        return keys[0], keys[1]
+    for field, name in (("input_key", p.input_key), ("label_key", p.label_key)):
+        if name not in features:
+            raise ConfigError(f"{p.name!r} has no feature {name!r}; it has: {', '.join(features)}",
+                              f"data.params.{field}")
+    return p.input_key, p.label_key
 
 
 def _dataset(builder, split: str, p: TfdsParams, decoders=None):
@@ -119,19 +135,22 @@ def _stream(builder, split: str, p: TfdsParams):
     in one pass that skips decoding the inputs."""
     import tensorflow_datasets as tfds
 
+    key = {"source": "tfds", "name": p.name, "version": str(builder.info.version), "data_dir": str(builder.data_dir),
+           "split": split, "as_supervised": p.as_supervised, "input_key": p.input_key, "label_key": p.label_key,
+           "max_examples": p.max_examples, "image_size": p.image_size}
+    found = reuse(key, p)
+    if found is not None:
+        return found
     skip = {_input_name(builder, p): tfds.decode.SkipDecoding()}
     labels = labels_as_indices(np.asarray([y for _, y in tfds.as_numpy(_dataset(builder, split, p, skip))]),
                                f"{p.name} labels")
     if not len(labels):
         raise ConfigError(f"TFDS split {split!r} of {p.name!r} is empty", "data.params")
-    key = {"source": "tfds", "name": p.name, "version": str(builder.info.version), "data_dir": str(builder.data_dir),
-           "split": split, "as_supervised": p.as_supervised, "input_key": p.input_key, "label_key": p.label_key,
-           "max_examples": p.max_examples, "image_size": p.image_size, "count": len(labels)}
 
     def failed(exc):
         return ConfigError(f"cannot read TFDS split {split!r} of {p.name!r}: {first_line(exc)}", "data.params")
 
-    return cached(lambda: _dataset(builder, split, p), key, p, on_error=failed), labels
+    return cached(lambda: _dataset(builder, split, p), key, p, labels, on_error=failed), labels
 
 
 def _stream_shape(builder, p: TfdsParams) -> tuple:
@@ -163,7 +182,7 @@ def build(p: TfdsParams) -> DataBundle:
     builder = _builder(p)
     available = set(builder.info.splits)
     val_split = p.val_split or ("validation" if "validation" in available else "test")
-    label_feature = builder.info.features[builder.info.supervised_keys[1] if p.as_supervised else p.label_key]
+    label_feature = builder.info.features[_feature_names(builder, p)[1]]
     if p.cache != "memory":
         shape = _stream_shape(builder, p)
         parts = {"train": p.train_split, "val": val_split, **({"test": p.test_split} if p.test_split else {})}
