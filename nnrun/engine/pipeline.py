@@ -2,8 +2,9 @@
 
 The training order is a pure function of (seed, epoch): each epoch draws its own stateless
 permutation (in memory) or seeds its shuffle buffer (streamed), and every random choice a
-technique makes in a batch is keyed on (seed, epoch, step). A run resumed at epoch e, step s therefore sees exactly the batches an
-uninterrupted run sees. Batches are gathered from the arrays in one op per batch.
+technique makes in a batch is keyed on (seed, epoch, step). A run resumed at epoch e, step s
+therefore sees exactly the batches an uninterrupted run sees. In-memory batches are gathered
+from the arrays in one op per batch.
 """
 
 from __future__ import annotations
