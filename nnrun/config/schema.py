@@ -94,7 +94,7 @@ class TrainConfig(Section):
 
 class RuntimeConfig(Section):
     strategy: Literal["auto", "one_device", "mirrored", "multi_worker", "tpu"] = Field(
-        "auto", description="tf.distribute strategy; auto: mirrored over several GPUs, else one_device"
+        "auto", description="tf.distribute strategy; auto: mirrored over several GPUs, else TensorFlow's default (one device)"
     )
     lr_scaling: Literal["none", "linear"] = Field(
         "none", description="linear: multiply the learning rate by the number of replicas"

@@ -73,8 +73,13 @@ def strategy_for(cfg, tf):
     global _current
     name = cfg.runtime.strategy
     gpus = tf.config.list_physical_devices("GPU")
+    if name == "auto" and len(gpus) <= 1:
+        # One device: TensorFlow's default strategy, as a hand-written loop uses; OneDeviceStrategy
+        # would wrap every step and the input in distribution machinery for nothing.
+        _current = ("default", tf.distribute.get_strategy())
+        return _current[1]
     if name == "auto":
-        name = "mirrored" if len(gpus) > 1 else "one_device"
+        name = "mirrored"
     if name == "multi_worker" and not tf_config():
         # Also reached by evaluate/export/explain of a multi-worker run: they need one device.
         print("nnrun: runtime.strategy multi_worker without TF_CONFIG: running on this machine alone",
@@ -116,8 +121,10 @@ def describe() -> dict:
         return {}
     name, strategy = _current
     record = {"strategy": name, "class": type(strategy).__name__, "replicas": int(strategy.num_replicas_in_sync)}
-    extended = getattr(strategy, "extended", None)
-    devices = getattr(extended, "worker_devices", None)
+    try:
+        devices = strategy.extended.worker_devices
+    except (AttributeError, RuntimeError):  # the default strategy has none to report
+        devices = None
     if devices:
         record["devices"] = list(devices)
     if tf_config():
