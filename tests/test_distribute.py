@@ -111,45 +111,6 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-@pytest.mark.slow
-def test_two_workers_train_to_identical_weights_and_only_the_chief_writes(tmp_path):
-    config = tmp_path / "tiny.yaml"
-    config.write_text(TINY.replace("RUNS", str(tmp_path / "runs")))
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
-    sets = [a for s in SMALL + ["runtime.strategy=multi_worker"] for a in ("--set", s)]
-    procs = []
-    for index in range(2):
-        env = {**os.environ, "TF_CONFIG": _tf_config("worker", index, cluster),
-               "NNRUN_WORKER_DIR": str(tmp_path / f"worker{index}")}
-        procs.append(subprocess.Popen([sys.executable, "-m", "nnrun", "train", str(config), *sets], cwd=ROOT,
-                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    try:
-        outs = [p.communicate(timeout=300) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, (_, err) in zip(procs, outs):
-        assert p.returncode == 0, err
-    chief_run, other_run = (Path(out.strip().splitlines()[-1]) for out, _ in outs)
-    # Only the chief wrote under runs_root; worker 1 used its own directory.
-    assert chief_run.parent.parent == tmp_path / "runs"
-    assert [p for p in (tmp_path / "runs" / "tiny").iterdir()] == [chief_run]
-    assert other_run.is_relative_to(tmp_path / "worker1") and not (tmp_path / "worker0").exists()
-    record = json.loads((chief_run / "run.json").read_text())
-    assert record["status"] == "completed"
-    dist = record["device"]["distribution"]
-    assert dist["strategy"] == "multi_worker" and dist["replicas"] == 2
-    assert dist["task"] == {"type": "worker", "index": 0, "chief": True, "workers": 2}
-    # Synchronous training: both workers end with the same weights, and training moved them.
-    chief, other = _model_arrays(chief_run), _model_arrays(other_run)
-    assert len(chief) == len(other) > 0
-    for a, b in zip(chief, other):
-        np.testing.assert_array_equal(a, b)
-    rows = [json.loads(line) for line in (chief_run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in rows if r.get("split") == "train"] == [1, 2]
-
-
 def _start_workers(tmp_path: Path, tag: str, args: list[str], cluster: dict, worker_args=None):
     procs = []
     for index in range(2):
@@ -168,6 +129,34 @@ def _finish(procs) -> list[tuple[int, str, str]]:
             if p.poll() is None:
                 p.kill()
     return [(p.returncode, out, err) for p, (out, err) in zip(procs, outs)]
+
+
+@pytest.mark.slow
+def test_two_workers_train_to_identical_weights_and_only_the_chief_writes(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY.replace("RUNS", str(tmp_path / "runs")))
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
+    sets = [a for s in SMALL + ["runtime.strategy=multi_worker"] for a in ("--set", s)]
+    outs = _finish(_start_workers(tmp_path, "worker", ["train", str(config), *sets], cluster))
+    for code, _, err in outs:
+        assert code == 0, err
+    chief_run, other_run = (Path(out.strip().splitlines()[-1]) for _, out, _ in outs)
+    # Only the chief wrote under runs_root; worker 1 used its own directory.
+    assert chief_run.parent.parent == tmp_path / "runs"
+    assert [p for p in (tmp_path / "runs" / "tiny").iterdir()] == [chief_run]
+    assert other_run.is_relative_to(tmp_path / "worker1") and not (tmp_path / "worker0").exists()
+    record = json.loads((chief_run / "run.json").read_text())
+    assert record["status"] == "completed"
+    dist = record["device"]["distribution"]
+    assert dist["strategy"] == "multi_worker" and dist["replicas"] == 2
+    assert dist["task"] == {"type": "worker", "index": 0, "chief": True, "workers": 2}
+    # Synchronous training: both workers end with the same weights, and training moved them.
+    chief, other = _model_arrays(chief_run), _model_arrays(other_run)
+    assert len(chief) == len(other) > 0
+    for a, b in zip(chief, other):
+        np.testing.assert_array_equal(a, b)
+    rows = [json.loads(line) for line in (chief_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows if r.get("split") == "train"] == [1, 2]
 
 
 @pytest.mark.slow
