@@ -58,11 +58,15 @@ def _list(root: Path, classes: list[str]) -> tuple[list[Path], np.ndarray]:
     return files, np.asarray(labels, np.int32)
 
 
+def _named(files: list[Path]) -> str:
+    """The first three files, and how many more."""
+    return ", ".join(str(f) for f in files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+
+
 def _keep_readable(files: list[Path], labels: np.ndarray, bad: list, p: ImageFolderParams):
     """Fail naming the unreadable files, or (skip_invalid) drop them with a line on stderr each."""
     if bad and not p.skip_invalid:
-        names = ", ".join(str(f) for f, _ in bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
-        raise ConfigError(f"{len(bad)} file(s) are not readable images: {names} "
+        raise ConfigError(f"{len(bad)} file(s) are not readable images: {_named([f for f, _ in bad])} "
                           f"(remove them or set skip_invalid: true)", "data.params.path")
     if bad:
         import sys
@@ -139,8 +143,7 @@ def _undecodable(files: list[Path], p: ImageFolderParams):
             bad.append(file)
     if not bad:
         return None
-    names = ", ".join(str(f) for f in bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
-    return ConfigError(f"TensorFlow cannot decode {len(bad)} file(s): {names}", "data.params.path")
+    return ConfigError(f"TensorFlow cannot decode {len(bad)} file(s): {_named(bad)}", "data.params.path")
 
 
 def _stream(name: str, files: list[Path], labels: np.ndarray, p: ImageFolderParams):
@@ -184,6 +187,15 @@ def _splits(root: Path, classes: list[str], parts: dict[str, Path], p: ImageFold
     return listed
 
 
+def _per_split(listed: dict, make) -> dict:
+    """make(name, files, labels) for each split, once per file list (val may be test/ itself)."""
+    made: dict = {}
+    for name, (files, labels) in listed.items():
+        if id(files) not in made:
+            made[id(files)] = make(name, files, labels)
+    return {name: made[id(files)] for name, (files, _) in listed.items()}
+
+
 @register("dataset", "image_folder", ImageFolderParams)
 def build(p: ImageFolderParams) -> DataBundle:
     """Your images in class subfolders (train/ + val/, or one folder with validation_split)."""
@@ -208,16 +220,8 @@ def build(p: ImageFolderParams) -> DataBundle:
     parts = {"train": train_root, **({"val": val_root} if val_root else {}), **({"test": test_root} if test_root else {})}
     listed = _splits(root, classes, parts, p)
     if p.cache != "memory":
-        streams, done = {}, {}
-        for name, (files, labels) in listed.items():
-            key = id(files)  # val/ may be test/ itself: stream it once
-            done[key] = done.get(key) or _stream(name, files, labels, p)
-            streams[name] = done[key]
+        streams = _per_split(listed, lambda name, files, labels: _stream(name, files, labels, p))
         channels = 3 if p.color_mode == "rgb" else 1
         return finish_streams(streams, p, classes, len(classes), "image_folder", (p.image_size, p.image_size, channels))
-    loaded: dict = {}
-    for files, labels in listed.values():
-        if id(files) not in loaded:
-            loaded[id(files)] = _load(files, labels, p)
-    splits = {name: loaded[id(files)] for name, (files, _) in listed.items()}
+    splits = _per_split(listed, lambda name, files, labels: _load(files, labels, p))
     return finish_images(splits, p, classes, len(classes), "image_folder")

@@ -61,10 +61,6 @@ def _builder(p: TfdsParams):
     return builder
 
 
-def _input_name(builder, p: TfdsParams) -> str:
-    return builder.info.supervised_keys[0] if p.as_supervised else p.input_key
-
-
 def _feature_names(builder, p: TfdsParams) -> tuple[str, str]:
     """(input, label) feature names, checked against the data set's features."""
     features = list(builder.info.features.keys()) if hasattr(builder.info.features, "keys") else []
@@ -141,7 +137,7 @@ def _stream(builder, split: str, p: TfdsParams):
     found = reuse(key, p)
     if found is not None:
         return found
-    skip = {_input_name(builder, p): tfds.decode.SkipDecoding()}
+    skip = {_feature_names(builder, p)[0]: tfds.decode.SkipDecoding()}
     labels = labels_as_indices(np.asarray([y for _, y in tfds.as_numpy(_dataset(builder, split, p, skip))]),
                                f"{p.name} labels")
     if not len(labels):
@@ -155,12 +151,12 @@ def _stream(builder, split: str, p: TfdsParams):
 
 def _stream_shape(builder, p: TfdsParams) -> tuple:
     """The image shape a streamed model input has; streams need it known without reading."""
-    feature = builder.info.features[_input_name(builder, p)]
+    feature = builder.info.features[_feature_names(builder, p)[0]]
     shape = tuple(getattr(feature, "shape", ()) or ())
     dtype = getattr(feature, "np_dtype", None) or getattr(feature, "dtype", None)
     if len(shape) != 3 or np.dtype(getattr(dtype, "as_numpy_dtype", dtype) or object) != np.uint8:
         raise ConfigError(f"cache: {p.cache} streams image data sets only; {p.name!r} input "
-                          f"{_input_name(builder, p)!r} is {type(feature).__name__} {shape}: use cache: memory",
+                          f"{_feature_names(builder, p)[0]!r} is {type(feature).__name__} {shape}: use cache: memory",
                           "data.params.cache")
     if p.image_size:
         return (p.image_size, p.image_size, shape[2])
