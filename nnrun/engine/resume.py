@@ -3,7 +3,6 @@ the run can be continued at all. TensorFlow-free."""
 
 from __future__ import annotations
 
-import os
 import platform
 from pathlib import Path
 
@@ -12,19 +11,12 @@ from nnrun.engine import snapshot
 from nnrun.engine.rundir import CONFIG_YAML, RunDir, atomic_write
 from nnrun.engine.runs import flatten
 from nnrun.errors import ConfigError, UsageError
+from nnrun.process import alive
 
 
 def config_changes(old: RunConfig, new: RunConfig) -> list[str]:
     a, b = flatten(old.model_dump(mode="json")), flatten(new.model_dump(mode="json"))
     return sorted(k for k in set(a) | set(b) if a.get(k, "<absent>") != b.get(k, "<absent>"))
-
-
-def _alive(pid) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (OSError, TypeError, ValueError):
-        return False
-    return True
 
 
 def prepare_resume(run_dir: str | Path, config: Path | None, overrides: list[str],
@@ -52,7 +44,7 @@ def prepare_resume(run_dir: str | Path, config: Path | None, overrides: list[str
         raise UsageError(
             f"run is completed; to train longer: --resume {run.path} --set train.epochs=N --allow-change train.epochs"
         )
-    if status == "running" and record.get("host") == platform.node() and _alive(record.get("pid")):
+    if status == "running" and record.get("host") == platform.node() and alive(record.get("pid")):
         raise UsageError(f"run is still running (pid {record.get('pid')}): {run.path}")
     if not snapshot.exists(run.checkpoints / "backup"):
         raise UsageError(f"run has no backup to resume from (checkpoints/backup/state.npz): {run.path}")

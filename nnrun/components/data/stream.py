@@ -30,6 +30,7 @@ from typing import Callable, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
+from nnrun.process import alive
 from nnrun.registry import Params
 
 DEFAULT_SHUFFLE_BUFFER = 10_000
@@ -117,18 +118,8 @@ def _remove_stale(root: Path) -> None:
     for tmp in root.glob(".*"):
         parts = tmp.name.rsplit(".", 2)
         if (len(parts) == 3 and parts[0].endswith(f".{host}") and parts[1].isdigit() and tmp.is_dir()
-                and not _alive(int(parts[1]))):
+                and not alive(parts[1])):
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _write(ds, path: Path, key: dict, labels: np.ndarray, on_error) -> None:
