@@ -58,28 +58,38 @@ def as_float_images(x: np.ndarray, rescale: float | None) -> np.ndarray:
     return out
 
 
+def _normalization(p: ImagePreprocess, channels: int, meta: dict, train_statistics):
+    """(mean, std) that `p.normalize` asks for, recorded in `meta`, or None: "train" calls
+    `train_statistics()` (per-channel, after rescale), "fixed" checks the configured lists."""
+    if p.normalize == "none":
+        return None
+    if p.normalize == "train":
+        mean, std = train_statistics()
+        std = np.where(std > 1e-8, std, 1.0)  # a constant channel stays finite
+    else:
+        mean, std = np.asarray(p.mean), np.asarray(p.std)
+        if len(mean) != channels:
+            raise ConfigError(f"mean/std have {len(mean)} entries, the images have {channels} channels",
+                              "data.params.mean")
+    meta["normalization"] = {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
+    return mean, std
+
+
 def finish_images(splits: dict[str, Split], p: ImagePreprocess, class_names: list[str], num_classes: int,
                   source: str) -> DataBundle:
     """Rescale and normalise image splits (statistics from "train") and wrap them in a bundle."""
     unique = list({id(s): s for s in splits.values()}.values())  # val may be the test split itself
     for split in unique:
         split.x = as_float_images(split.x, p.rescale)
-    channels = splits["train"].x.shape[-1]
+    train = splits["train"].x
     meta: dict = {"source": source}
-    if p.normalize != "none":
-        if p.normalize == "train":
-            # float64 sums: float32 accumulation over millions of pixels loses digits.
-            mean = splits["train"].x.mean(axis=(0, 1, 2), dtype=np.float64)
-            std = splits["train"].x.std(axis=(0, 1, 2), dtype=np.float64)
-            std = np.where(std > 1e-8, std, 1.0)  # a constant channel stays finite
-        else:
-            mean, std = np.asarray(p.mean), np.asarray(p.std)
-            if len(mean) != channels:
-                raise ConfigError(f"mean/std have {len(mean)} entries, the images have {channels} channels",
-                                  "data.params.mean")
+    # float64 sums: float32 accumulation over millions of pixels loses digits.
+    stats = _normalization(p, train.shape[-1], meta, lambda: (train.mean(axis=(0, 1, 2), dtype=np.float64),
+                                                              train.std(axis=(0, 1, 2), dtype=np.float64)))
+    if stats is not None:
+        mean, std = stats
         for split in unique:
             split.x = ((split.x - mean.astype(np.float32)) / std.astype(np.float32)).astype(np.float32)
-        meta["normalization"] = {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
     shape = tuple(int(d) for d in splits["train"].x.shape[1:])
     return DataBundle(splits, shape, num_classes, class_names, meta=meta)
 
@@ -125,17 +135,9 @@ def finish_streams(raws: dict, p, class_names: list[str], num_classes: int, sour
 
     scale = p.rescale if p.rescale is not None else 1 / 255
     meta: dict = {"source": source, "cache": p.cache}
-    mean = std = None
-    if p.normalize == "train":
-        mean, std = channel_statistics(raws["train"][0]())
-        mean, std = mean * scale, np.where(std * scale > 1e-8, std * scale, 1.0)
-    elif p.normalize == "fixed":
-        mean, std = np.asarray(p.mean), np.asarray(p.std)
-        if len(mean) != shape[-1]:
-            raise ConfigError(f"mean/std have {len(mean)} entries, the images have {shape[-1]} channels",
-                              "data.params.mean")
-    if mean is not None:
-        meta["normalization"] = {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
+    stats = _normalization(p, shape[-1], meta,
+                           lambda: tuple(v * scale for v in channel_statistics(raws["train"][0]())))
+    mean, std = stats if stats is not None else (None, None)
     buffer = p.shuffle_buffer or DEFAULT_SHUFFLE_BUFFER
     prepare = transform(scale, mean, std)
     splits = {name: Split(None, np.asarray(y, np.int32), stream=raw, transform=prepare, shuffle_buffer=buffer)
