@@ -209,7 +209,7 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print the scores as JSON."),
 ):
     """Score a run's checkpoint on a split; the result is appended to metrics.jsonl."""
-    from nnrun.engine.evaluate import evaluate as run_evaluate
+    from nnrun.inference.evaluate import evaluate as run_evaluate
     from nnrun.errors import UsageError
 
     if checkpoint not in ("best", "last"):
@@ -236,8 +236,8 @@ def runs(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ):
     """Table of runs under ROOT: status, epochs, final metrics, wall time."""
-    from nnrun.engine.compare import fmt as show
-    from nnrun.engine.runs import find_runs, public, value_of
+    from nnrun.results.compare import fmt as show
+    from nnrun.results.runs import find_runs, public, value_of
 
     records = find_runs(root, filters, sort, reverse)
     if as_json:
@@ -324,7 +324,7 @@ def compare(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ):
     """Config keys that differ between runs, and their final metrics."""
-    from nnrun.engine.compare import compare as run_compare, tables
+    from nnrun.results.compare import compare as run_compare, tables
 
     result = run_compare(run_dirs)
     if as_json:
@@ -342,7 +342,7 @@ def export(
     checkpoint: str = typer.Option("best", help="Checkpoint: best or last."),
 ):
     """Write the model, reload it and check its outputs; the last line printed is the export path."""
-    from nnrun.engine.export import export as run_export
+    from nnrun.inference.export import export as run_export
     from nnrun.errors import UsageError
 
     if checkpoint not in ("best", "last"):
@@ -357,7 +357,7 @@ def export(
 @handled
 def report(run_dir: Path = typer.Argument(..., help="A run directory.")):
     """Write RUN_DIR/report.html: config, metrics, curves, explain grids, in one offline file."""
-    from nnrun.engine.report import write_report
+    from nnrun.results.report import write_report
 
     print(write_report(run_dir), flush=True)
 

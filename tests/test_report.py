@@ -118,7 +118,7 @@ def test_report_is_self_contained_and_complete(run):
 
 def test_report_without_explanations_and_with_hostile_text(run):
     from nnrun.engine.rundir import RunDir
-    from nnrun.engine.report import write_report
+    from nnrun.results.report import write_report
 
     shutil.rmtree(run / "explain")
     RunDir(run).update(status="failed", reason="<script>alert(1)</script> & more")
@@ -136,7 +136,7 @@ def test_report_of_a_non_run_directory_is_a_usage_error(tmp_path):
 def test_report_renders_in_a_headless_browser_when_one_is_installed(run, tmp_path):
     """Chromium (Debian's package) when present: the page loads offline and its DOM holds the
     sections and both images. Without a browser the structural checks above stand in."""
-    from nnrun.engine.report import write_report
+    from nnrun.results.report import write_report
 
     path = write_report(run)
     browser = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)

@@ -9,7 +9,7 @@ from pathlib import Path
 from nnrun.config import RunConfig, load_config, to_yaml
 from nnrun.engine import snapshot
 from nnrun.engine.rundir import CONFIG_YAML, RunDir, atomic_write
-from nnrun.engine.runs import flatten
+from nnrun.results.runs import flatten
 from nnrun.errors import ConfigError, UsageError
 from nnrun.process import alive
 
@@ -23,7 +23,7 @@ def prepare_resume(run_dir: str | Path, config: Path | None, overrides: list[str
                    allow_change: list[str]) -> tuple[RunDir, RunConfig, list[str]]:
     """The run, the config to continue with, and the changed keys (written by `record_changes`
     only once the new config has been prepared successfully)."""
-    from nnrun.engine.evaluate import load_run_config
+    from nnrun.inference.evaluate import load_run_config
 
     run = RunDir.open(run_dir)
     record = run.read()

@@ -188,7 +188,7 @@ def train(cfg: RunConfig, argv: list[str], out: Output, resume: RunDir | None = 
             raise RunFailed(f"{reason} (run directory: {run.path})") from exc
     run.finish("completed", final_metrics=final)
     try:  # report.html; a report that cannot be drawn must not fail a finished run
-        from nnrun.engine.report import write_report
+        from nnrun.results.report import write_report
 
         write_report(run.path)
     except Exception:  # noqa: BLE001
@@ -295,7 +295,7 @@ def _fit_segments(p: Prepared, run: RunDir, out: Output, guard: SignalGuard, bac
 
     from nnrun.engine import callbacks, pipeline, plots, snapshot
     from nnrun.engine.distribute import callbacks as strategy_callbacks, is_multi_worker
-    from nnrun.engine.runs import higher_is_better
+    from nnrun.results.runs import higher_is_better
 
     cfg, model = p.cfg, p.model
     epochs, steps = cfg.train.epochs, p.steps

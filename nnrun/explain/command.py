@@ -78,7 +78,7 @@ def explain(run_dir: str | Path, method: str, *, layer: str | None = None, num_i
             checkpoint: str = "best") -> dict:
     """Explain the first `num_images` images of `split`; returns the manifest (with its path)."""
     from nnrun.engine.build import build_data
-    from nnrun.engine.evaluate import load_checkpoint, load_run_config
+    from nnrun.inference.evaluate import load_checkpoint, load_run_config
     from nnrun.engine.rundir import RunDir, atomic_write
 
     component, params = explainer_component(

@@ -23,7 +23,7 @@ from typing import Callable
 from nnrun.config import resolve
 from nnrun.config.loader import read_yaml_file
 from nnrun.engine.rundir import CONFIG_YAML, RunDir
-from nnrun.engine.runs import find_runs
+from nnrun.results.runs import find_runs
 from nnrun.errors import ConfigError
 from nnrun.sweep.spec import Sweep, Trial, identity
 

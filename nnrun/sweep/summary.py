@@ -8,9 +8,9 @@ import json
 import math
 from pathlib import Path
 
-from nnrun.engine.compare import fmt
+from nnrun.results.compare import fmt
 from nnrun.engine.rundir import atomic_write
-from nnrun.engine.runs import higher_is_better
+from nnrun.results.runs import higher_is_better
 from nnrun.sweep.runner import Outcome
 from nnrun.sweep.spec import Sweep
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from nnrun.engine.rundir import CONFIG_YAML, RUN_JSON
-from nnrun.engine.runs import find_runs, flatten, run_config
+from nnrun.results.runs import find_runs, flatten, run_config
 from nnrun.errors import UsageError
 
 # run.json fields shown beside the final metrics.

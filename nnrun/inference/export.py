@@ -45,7 +45,7 @@ def _reference(run: RunDir, model, directory: Path) -> tuple[list[np.ndarray], n
             inputs = [ref[k] for k in names]
             return inputs, ref["outputs"]
     from nnrun.engine import build
-    from nnrun.engine.evaluate import load_run_config
+    from nnrun.inference.evaluate import load_run_config
 
     data = build.build_data(load_run_config(run))
     split = next(data.splits[s] for s in ("val", "test", "train") if s in data.splits)
@@ -80,7 +80,7 @@ def export(run_dir: str | Path, fmt: str = "keras", checkpoint: str = "best") ->
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     run = RunDir.open(run_dir)
     from nnrun.engine import runtime
-    from nnrun.engine.evaluate import load_checkpoint, load_run_config
+    from nnrun.inference.evaluate import load_checkpoint, load_run_config
 
     runtime.setup(load_run_config(run))
     model = load_checkpoint(run, checkpoint)

@@ -1,0 +1,1 @@
+"""Reading finished run directories: the runs table, comparisons and the HTML report."""
