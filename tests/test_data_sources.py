@@ -39,10 +39,20 @@ def test_image_folder_resizes_and_labels_by_subfolder(tmp_path):
     data = image_folder.build(image_folder.ImageFolderParams(path=str(root), image_size=16))
     train, val = data.split("train"), data.split("val")
     assert data.class_names == ["blue", "red"] and data.input_shape == (16, 16, 3)
-    assert train.x.shape == (80, 16, 16, 3) and val.x.shape == (20, 16, 16, 3) and train.x.dtype == np.float32
-    assert 0 <= train.x.min() and train.x.max() <= 1  # uint8 rescaled by 1/255
-    red = train.x[train.y == 1]
+    assert train.x.shape == (80, 16, 16, 3) and val.x.shape == (20, 16, 16, 3) and train.x.dtype == np.uint8
+    assert data.preprocess == {"rescale": 1 / 255, "mean": None, "std": None}  # applied by the model
+    red = preprocessed(data, train.x[train.y == 1])
     assert red[..., 0].mean() > 0.7 and red[..., 2].mean() < 0.3
+
+
+def preprocessed(data, x):
+    """What the model's first layers make of raw inputs `x` (the data set's preprocessing)."""
+    import keras
+
+    from nnrun.components.models.inputs import preprocess_layers
+
+    inputs = keras.Input(shape=x.shape[1:])
+    return np.asarray(keras.Model(inputs, preprocess_layers(inputs, data.preprocess))(x.astype(np.float32)))
 
 
 def test_image_folder_reports_corrupt_files_by_name(tmp_path):
@@ -70,11 +80,13 @@ def test_normalisation_uses_training_statistics(tmp_path):
     np.savez(path, x_train=rng.integers(0, 256, (64, 8, 8, 3), dtype=np.uint8), y_train=np.arange(64) % 2,
              x_test=np.full((8, 8, 8, 3), 255, np.uint8), y_test=np.arange(8) % 2)
     data = npz.build(npz.NpzParams(path=str(path), normalize="train"))
-    train = data.split("train").x
+    assert data.split("train").x.dtype == np.uint8  # raw: the model normalises
+    train = preprocessed(data, data.split("train").x)
     np.testing.assert_allclose(train.mean(axis=(0, 1, 2)), 0, atol=1e-5)
     np.testing.assert_allclose(train.std(axis=(0, 1, 2)), 1, atol=1e-4)
-    mean, std = (np.array(data.meta["normalization"][k]) for k in ("mean", "std"))
-    np.testing.assert_allclose(data.split("val").x[0, 0, 0], (1 - mean) / std, rtol=1e-5)  # test stats not used
+    mean, std = (np.array(data.preprocess[k]) for k in ("mean", "std"))
+    val = preprocessed(data, data.split("val").x)
+    np.testing.assert_allclose(val[0, 0, 0], (1 - mean) / std, rtol=1e-5)  # test stats not used
     assert data.split("val") is data.split("test")
 
 

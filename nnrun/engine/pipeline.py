@@ -23,6 +23,14 @@ def _encode(tf, labels, num_classes: int, label_mode: str):
     return tf.one_hot(labels, num_classes, dtype=tf.float32) if label_mode == "onehot" else labels
 
 
+def model_inputs(tf, x):
+    """Raw integer images (uint8 pixels, rank >= 4 once batched) as float32 in the raw range, for
+    the techniques and the model (which rescales and normalises); token ids and floats unchanged."""
+    if x.dtype.is_integer and x.shape.rank is not None and x.shape.rank >= 4:
+        return tf.cast(x, tf.float32)
+    return x
+
+
 def batch_key(tf, seed: int, epoch, step, salt: int):
     """Stateless seed for one (epoch, step, technique): independent streams, no hidden state."""
     key = tf.random.experimental.stateless_fold_in(tf.constant([seed, salt], tf.int64), epoch)
@@ -92,7 +100,7 @@ def _finish(ds, tf, seed: int, num_classes: int, label_mode: str, skip_steps: in
 
     def make_batch(epoch, step, batch):
         inputs, labels = gather(batch) if gather is not None else batch
-        labels = _encode(tf, labels, num_classes, label_mode)
+        inputs, labels = model_inputs(tf, inputs), _encode(tf, labels, num_classes, label_mode)
         for salt, t in enumerate(techniques, start=1):
             inputs, labels = t.batch_transform(inputs, labels, epoch, batch_key(tf, seed, epoch, step, salt))
         return inputs, labels
@@ -111,14 +119,21 @@ def _shard_by_data(tf, ds):
     return ds.with_options(options)
 
 
+def eval_inputs(tf, x, techniques=()):
+    """A batch of raw inputs as the model sees them at evaluation: cast, then each technique's eval
+    transform (e.g. progressive resizing's eval_size). Shared by validation, evaluate and predict."""
+    x = model_inputs(tf, x)
+    for t in techniques:
+        x = t.eval_transform(x)
+    return x
+
+
 def eval_dataset(split: Split, *, batch_size: int, num_classes: int, label_mode: str, techniques=()):
     """Fixed-order batches for validation / test (in memory: cached after the first pass)."""
     import tensorflow as tf
 
     def prepare(x, y):
-        for t in techniques:
-            x = t.eval_transform(x)
-        return x, _encode(tf, y, num_classes, label_mode)
+        return eval_inputs(tf, x, techniques), _encode(tf, y, num_classes, label_mode)
 
     if split.stream is not None:  # streamed: read again each time (it may not fit in memory)
         ds = split.stream().batch(batch_size).map(split.transform, num_parallel_calls=tf.data.AUTOTUNE)

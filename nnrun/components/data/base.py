@@ -10,12 +10,14 @@ import numpy as np
 
 @dataclass
 class Split:
-    """One split. In memory: `x` holds every input. Streamed (data larger than memory): `x` is
-    None, `stream()` returns a tf.data.Dataset of compact (uint8 image, label) pairs in a fixed
-    order and `transform(x, y)` makes them model inputs (rescale, normalise; elementwise, so it
-    runs on single examples or batches). The training pipeline shuffles the compact elements
-    through a buffer of `shuffle_buffer` and transforms whole batches. `y` is always in memory
-    (metrics and class balance need it)."""
+    """One split, holding raw inputs: what the source gives (uint8 images, token ids, float
+    arrays), before any rescaling or normalisation (those are layers of the model, see
+    DataBundle.preprocess). In memory: `x` holds every input. Streamed (data larger than
+    memory): `x` is None, `stream()` returns a tf.data.Dataset of (raw image, label) pairs in a
+    fixed order and `transform(x, y)` casts them for the pipeline (elementwise, so it runs on
+    single examples or batches). The training pipeline shuffles the compact elements through a
+    buffer of `shuffle_buffer` and transforms whole batches. `y` is always in memory (metrics
+    and class balance need it)."""
 
     x: np.ndarray | None
     y: np.ndarray
@@ -29,7 +31,7 @@ class Split:
         return len(self.y)
 
     def head(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """The first n inputs and labels as arrays (explain, export references)."""
+        """The first n raw inputs and labels as arrays (explain, export references)."""
         if self.x is not None:
             return self.x[:n], self.y[:n]
         x, _ = next(self.stream().take(n).batch(n).map(self.transform).as_numpy_iterator())
@@ -44,6 +46,23 @@ class DataBundle:
     class_names: list[str] = field(default_factory=list)
     task: str = "classification"  # "classification" (integer class labels) or "pairs" (0/1 pair labels)
     meta: dict = field(default_factory=dict)  # extra facts a model may need, e.g. {"vocab_size": 32}
+    # How raw inputs become model inputs, built into the model's first layers (so evaluate,
+    # predict and exports take raw inputs): {"rescale": s, "mean": [...] | None, "std": [...] | None},
+    # mean/std per channel after rescaling; None: the raw inputs are the model inputs.
+    preprocess: dict | None = None
+
+    @property
+    def input_dtype(self) -> str:
+        """dtype of the raw inputs (streamed splits hold uint8 images)."""
+        train = self.splits.get("train")
+        return str(train.x.dtype) if train is not None and train.x is not None else "uint8"
+
+    def describe(self) -> dict:
+        """What a user of the trained model needs to feed it (run.json, export.json)."""
+        return {"class_names": list(self.class_names), "num_classes": self.num_classes,
+                "input_shape": list(self.input_shape), "input_dtype": self.input_dtype,
+                "preprocess": self.preprocess, "task": self.task,
+                "num_train": len(self.splits["train"]) if "train" in self.splits else None}
 
     def split(self, name: str) -> Split:
         if name not in self.splits:

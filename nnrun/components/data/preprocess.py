@@ -1,10 +1,11 @@
 """Preprocessing shared by the real data sources (image_folder, npz, tfds).
 
-By default sources decode into in-memory numpy splits (the engine's pipeline gathers batches by
-index, so a resumed run replays exactly the same batches); rescaling and normalisation are then
-applied once, to the arrays, at build time. Streamed splits (`cache: file | none`, see stream.py)
-get the same rescaling and normalisation as a map in their tf.data pipeline. Either way the
-normalisation statistics come from the training split only.
+Sources keep their images raw (uint8 as decoded, or the array's own dtype) in memory or in
+their streams. Rescaling and normalisation are not applied to the data: they are described in
+`DataBundle.preprocess` and built as the model's first layers (Rescaling, Normalization; see
+nnrun/components/models/inputs.py), so training, evaluate, predict and exported models all
+take the same raw inputs and share one preprocessing path. The normalisation statistics come
+from the training split only and are recorded in run.json and export.json.
 Per-example random augmentation (flip, crop with padding) is the `augment` technique
 (nnrun/components/data/augment.py): it must run per batch, keyed on (seed, epoch, step).
 """
@@ -46,23 +47,38 @@ class ImagePreprocess(Params):
         return self
 
 
-def as_float_images(x: np.ndarray, rescale: float | None) -> np.ndarray:
-    """Images as float32 (N, H, W, C); integer images default to the 0..1 range."""
-    if x.ndim == 3:  # (N, H, W) grayscale
-        x = x[..., None]
-    if rescale is None:
-        rescale = 1 / 255 if np.issubdtype(x.dtype, np.integer) else 1.0
-    out = x.astype(np.float32)
-    if rescale != 1.0:
-        out *= np.float32(rescale)
-    return out
+def default_rescale(dtype) -> float:
+    """Integer images default to the 0..1 range (uint16: 1/65535, other integers 1/255)."""
+    if np.issubdtype(dtype, np.integer):
+        return 1 / 65535 if np.dtype(dtype) == np.uint16 else 1 / 255
+    return 1.0
 
 
-def _normalization(p: ImagePreprocess, channels: int, meta: dict, train_statistics):
-    """(mean, std) that `p.normalize` asks for, recorded in `meta`, or None: "train" calls
-    `train_statistics()` (per-channel, after rescale), "fixed" checks the configured lists."""
+def with_channels(x: np.ndarray) -> np.ndarray:
+    """(N, H, W) grayscale -> (N, H, W, 1); other shapes unchanged (no copy, no cast)."""
+    return x[..., None] if x.ndim == 3 else x
+
+
+def channel_moments(x: np.ndarray, scale: float, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std of `x * scale` over (N, H, W), accumulated in float64 chunk by
+    chunk (a float64 copy of a whole uint8 split would take 8x its memory)."""
+    channels = x.shape[-1]
+    count, sums, squares = 0, np.zeros(channels), np.zeros(channels)
+    for start in range(0, len(x), chunk):
+        part = x[start:start + chunk].reshape(-1, channels).astype(np.float64) * scale
+        count += len(part)
+        sums += part.sum(axis=0)
+        squares += np.square(part).sum(axis=0)
+    mean = sums / count
+    return mean, np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+
+
+def _preprocess(p: ImagePreprocess, scale: float, channels: int, train_statistics) -> dict:
+    """DataBundle.preprocess for `p`: the rescale factor and, when `p.normalize` asks, the
+    per-channel (mean, std) after rescaling ("train": `train_statistics()`, "fixed": the config's)."""
+    spec: dict = {"rescale": float(scale), "mean": None, "std": None}
     if p.normalize == "none":
-        return None
+        return spec
     if p.normalize == "train":
         mean, std = train_statistics()
         std = np.where(std > 1e-8, std, 1.0)  # a constant channel stays finite
@@ -71,27 +87,21 @@ def _normalization(p: ImagePreprocess, channels: int, meta: dict, train_statisti
         if len(mean) != channels:
             raise ConfigError(f"mean/std have {len(mean)} entries, the images have {channels} channels",
                               "data.params.mean")
-    meta["normalization"] = {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
-    return mean, std
+    spec.update(mean=[float(v) for v in mean], std=[float(v) for v in std])
+    return spec
 
 
 def finish_images(splits: dict[str, Split], p: ImagePreprocess, class_names: list[str], num_classes: int,
                   source: str) -> DataBundle:
-    """Rescale and normalise image splits (statistics from "train") and wrap them in a bundle."""
+    """Wrap raw image splits in a bundle whose `preprocess` (statistics from "train") the model applies."""
     unique = list({id(s): s for s in splits.values()}.values())  # val may be the test split itself
     for split in unique:
-        split.x = as_float_images(split.x, p.rescale)
+        split.x = with_channels(split.x)
     train = splits["train"].x
-    meta: dict = {"source": source}
-    # float64 sums: float32 accumulation over millions of pixels loses digits.
-    stats = _normalization(p, train.shape[-1], meta, lambda: (train.mean(axis=(0, 1, 2), dtype=np.float64),
-                                                              train.std(axis=(0, 1, 2), dtype=np.float64)))
-    if stats is not None:
-        mean, std = stats
-        for split in unique:
-            split.x = ((split.x - mean.astype(np.float32)) / std.astype(np.float32)).astype(np.float32)
-    shape = tuple(int(d) for d in splits["train"].x.shape[1:])
-    return DataBundle(splits, shape, num_classes, class_names, meta=meta)
+    scale = p.rescale if p.rescale is not None else default_rescale(train.dtype)
+    preprocess = _preprocess(p, scale, train.shape[-1], lambda: channel_moments(train, scale))
+    shape = tuple(int(d) for d in train.shape[1:])
+    return DataBundle(splits, shape, num_classes, class_names, meta={"source": source}, preprocess=preprocess)
 
 
 def labels_as_indices(y: np.ndarray, name: str) -> np.ndarray:
@@ -131,15 +141,13 @@ def finish_streams(raws: dict, p, class_names: list[str], num_classes: int, sour
                    shape: tuple) -> DataBundle:
     """finish_images for streamed splits. `raws` maps a split name to (function returning the raw
     dataset of (uint8 image, label), labels array); the same pair may serve two names."""
-    from nnrun.components.data.stream import DEFAULT_SHUFFLE_BUFFER, channel_statistics, transform
+    from nnrun.components.data.stream import DEFAULT_SHUFFLE_BUFFER, channel_statistics, raw_batch
 
     scale = p.rescale if p.rescale is not None else 1 / 255
-    meta: dict = {"source": source, "cache": p.cache}
-    stats = _normalization(p, shape[-1], meta,
-                           lambda: tuple(v * scale for v in channel_statistics(raws["train"][0]())))
-    mean, std = stats if stats is not None else (None, None)
+    preprocess = _preprocess(p, scale, shape[-1],
+                             lambda: tuple(v * scale for v in channel_statistics(raws["train"][0]())))
     buffer = p.shuffle_buffer or DEFAULT_SHUFFLE_BUFFER
-    prepare = transform(scale, mean, std)
-    splits = {name: Split(None, np.asarray(y, np.int32), stream=raw, transform=prepare, shuffle_buffer=buffer)
+    splits = {name: Split(None, np.asarray(y, np.int32), stream=raw, transform=raw_batch, shuffle_buffer=buffer)
               for name, (raw, y) in raws.items()}
-    return DataBundle(splits, tuple(int(d) for d in shape), num_classes, class_names, meta=meta)
+    return DataBundle(splits, tuple(int(d) for d in shape), num_classes, class_names,
+                      meta={"source": source, "cache": p.cache}, preprocess=preprocess)

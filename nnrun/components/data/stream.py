@@ -170,16 +170,9 @@ def channel_statistics(ds) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.sqrt(var)
 
 
-def transform(scale: float, mean: np.ndarray | None, std: np.ndarray | None):
-    """(uint8 images, labels) -> (float32 images * scale, then (x - mean) / std; int32 labels),
-    for single examples or batches alike."""
+def raw_batch(x, y):
+    """(raw images, labels) -> (float32 images in the raw range, int32 labels), for single
+    examples or batches: the techniques work on floats; the model rescales and normalises."""
+    import tensorflow as tf
 
-    def apply(x, y):
-        import tensorflow as tf
-
-        x = tf.cast(x, tf.float32) * scale
-        if mean is not None:
-            x = (x - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
-        return x, tf.cast(y, tf.int32)
-
-    return apply
+    return tf.cast(x, tf.float32), tf.cast(y, tf.int32)

@@ -96,14 +96,14 @@ def build(p: ResNetParams, data):
     from keras import layers
 
     from nnrun.components.models.heads import logits_head
+    from nnrun.components.models.inputs import image_input
 
-    channels = data.input_shape[-1]
-    inputs = keras.Input(shape=(None, None, channels), name="image")
+    inputs, x = image_input(data)
     stem_width = p.stem_width or p.stages[0]
     if p.stem == "small":
-        x = _conv_bn(inputs, stem_width, 3, 1, "stem", p.bn_momentum)
+        x = _conv_bn(x, stem_width, 3, 1, "stem", p.bn_momentum)
     else:
-        x = _conv_bn(inputs, stem_width, 7, 2, "stem", p.bn_momentum)
+        x = _conv_bn(x, stem_width, 7, 2, "stem", p.bn_momentum)
         x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
     counts = p.block_counts()
     rates = drop_rates(p.stochastic_depth, sum(counts))

@@ -58,7 +58,7 @@ def build(p: SiameseParams, data):
 
     component = registry.get("model", p.encoder["name"])
     item_shape = tuple(data.input_shape[1:])
-    item_data = DataBundle({}, item_shape, p.embedding_dim, meta=data.meta)
+    item_data = DataBundle({}, item_shape, p.embedding_dim, meta=data.meta, preprocess=data.preprocess)
     encoder = component.builder(component.params.model_validate(p.encoder["params"]), item_data)
     pairs = keras.Input(shape=(2, *[None] * (len(item_shape) - 1), item_shape[-1]), name="pair")
     # TimeDistributed calls the same encoder on pair[:, 0] and pair[:, 1]: shared weights.
