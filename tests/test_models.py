@@ -183,10 +183,12 @@ def test_transformer_output_does_not_change_when_padding_is_appended(pooling):
 def test_transformer_is_built_from_pre_ln_mha_blocks():
     data = images((24,), 2, vocab_size=16, max_length=24)
     model = build("transformer", data, dim=16, num_heads=2, mlp_dim=32, num_layers=2)
-    blocks = [layer for layer in model.layers if layer.name.startswith("block")]
-    assert len(blocks) == 2 and all(isinstance(b.attention, keras.layers.MultiHeadAttention) for b in blocks)
-    norms = [model.get_layer("final_ln")] + [ln for b in blocks for ln in (b.ln1, b.ln2)]
+    attention = [layer for layer in model.layers if isinstance(layer, keras.layers.MultiHeadAttention)]
+    assert [layer.name for layer in attention] == ["block1_mha", "block2_mha"]
+    norms = [model.get_layer(n) for n in ("block1_ln1", "block1_ln2", "block2_ln1", "block2_ln2", "final_ln")]
     assert all(ln.epsilon == 1e-6 for ln in norms)
+    # pre-LN: each block's attention reads the LayerNorm of the residual stream, not the stream itself
+    assert attention[0]._inbound_nodes[0].parent_nodes[0].operation.name == "block1_ln1"
 
 
 def test_transformer_sees_order_and_the_bag_baseline_does_not():
@@ -203,13 +205,25 @@ def test_transformer_sees_order_and_the_bag_baseline_does_not():
     np.testing.assert_allclose(np.asarray(bag(x)), np.asarray(bag(shuffled)), rtol=1e-5, atol=1e-6)
 
 
-def test_transformer_checkpoint_reloads_in_safe_mode(tmp_path):
+@pytest.mark.parametrize("pooling", ["cls", "mean", "attention"])
+def test_transformer_checkpoint_loads_in_a_process_without_nnrun(tmp_path, pooling):
+    """Stock Keras layers only: plain keras.saving.load_model, safe_mode, no nnrun import."""
+    import subprocess
+    import sys
+
     data = images((24,), 2, vocab_size=16, max_length=24)
-    model = build("transformer", data, dim=16, num_heads=2, mlp_dim=32, num_layers=1, pooling="attention")
+    model = build("transformer", data, dim=16, num_heads=2, mlp_dim=32, num_layers=1, pooling=pooling)
     model.save(tmp_path / "m.keras")
-    again = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
     x = _tokens()
-    np.testing.assert_array_equal(np.asarray(again(x)), np.asarray(model(x)))
+    np.save(tmp_path / "x.npy", x)
+    code = ("import sys, numpy as np, keras\n"
+            f"m = keras.saving.load_model({str(tmp_path / 'm.keras')!r}, safe_mode=True)\n"
+            f"np.save({str(tmp_path / 'y.npy')!r}, np.asarray(m(np.load({str(tmp_path / 'x.npy')!r}))))\n"
+            "assert not any(name.startswith('nnrun') for name in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                          env={"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), np.asarray(model(x)), rtol=1e-6, atol=1e-6)
 
 
 # ---------------------------------------------------------------- siamese

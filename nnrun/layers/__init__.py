@@ -8,4 +8,4 @@ checkpoints reload with `safe_mode=True` once the module is imported (`nnrun.lay
 
 def load_all() -> None:
     """Import every module here, registering the classes for checkpoint loading."""
-    from nnrun.layers import attention, pairs, transformer  # noqa: F401
+    from nnrun.layers import attention, pairs  # noqa: F401
