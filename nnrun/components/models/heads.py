@@ -1,4 +1,10 @@
-"""Shared classifier head: logits computed in float32 whatever the dtype policy."""
+"""Shared classifier head: logits computed in float32 whatever the dtype policy.
+
+Its layers' names mark the head: `finetune` trains them alone first, and `model.init_from`
+re-creates them when the class count changes (their shapes differ, so nothing is loaded).
+"""
+
+HEAD_LAYERS = ("head_dropout", "logits")
 
 
 def logits_head(x, num_classes: int, dropout: float = 0.0):

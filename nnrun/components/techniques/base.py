@@ -42,9 +42,30 @@ class Technique:
         """In-graph transform of one batch; `key` is a stateless seed for this (epoch, step)."""
         return images, labels
 
+    def eval_layers(self) -> list:
+        """Keras layers that transform validation/test/predict inputs (e.g. the final image size).
+        `eval_transform` applies them in the pipeline and exports put them inside the model, so
+        both run the same code."""
+        return []
+
     def eval_transform(self, images):
-        """Transform of validation/test batches (e.g. the final image size)."""
+        """Transform of validation/test batches: the eval layers, in order."""
+        for layer in self.eval_layers():
+            images = layer(images)
         return images
+
+    def phase_boundaries(self) -> list[int]:
+        """Epochs at which training changes phase (e.g. unfreezing): `fit` is split there."""
+        return []
+
+    def before_segment(self, model, first_epoch: int) -> bool:
+        """Set up the model for a fit segment starting at `first_epoch`; True if the trainable
+        set changed (the engine then rebuilds the train function)."""
+        return False
+
+    def configure_optimizer(self, optimizer, model):
+        """Adjust the optimizer the model is compiled with (e.g. per-layer learning rates)."""
+        return optimizer
 
     def model_params(self, params: dict) -> dict:
         """Adjust the model's parameters before it is built."""

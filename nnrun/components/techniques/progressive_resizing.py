@@ -58,6 +58,7 @@ class ProgressiveResizing(Technique):
         self.stage_of_epoch = (self.stage_of_epoch + [len(sizes) - 1] * ctx.epochs)[: ctx.epochs]
         self.sizes = sizes
         self.eval_size = p.eval_size or sizes[-1]
+        self._eval_resize = None
         self.native = ctx.image_size
         if p.mixup_alpha is not None:
             mixers = [t for name, t in ctx.techniques.items() if name in ("mixup", "cutmix")]
@@ -83,12 +84,15 @@ class ProgressiveResizing(Technique):
         size = tf.gather(table, tf.minimum(tf.cast(epoch, tf.int32), len(self.stage_of_epoch) - 1))
         return tf.image.resize(images, tf.stack([size, size]), antialias=True), labels
 
-    def eval_transform(self, images):
-        import tensorflow as tf
+    def eval_layers(self) -> list:
+        import keras
 
         if self.eval_size == self.native:
-            return images
-        return tf.image.resize(images, [self.eval_size, self.eval_size], antialias=True)
+            return []
+        if self._eval_resize is None:  # one layer instance, reused by every pipeline and the export
+            self._eval_resize = keras.layers.Resizing(self.eval_size, self.eval_size, interpolation="bilinear",
+                                                      antialias=True, dtype="float32", name="eval_resize")
+        return [self._eval_resize]
 
     def epoch_state(self, epoch: int) -> dict:
         return {"image_size": self.size_for_epoch(epoch)}
