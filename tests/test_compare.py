@@ -66,7 +66,9 @@ def test_runs_default_order_is_newest_first(runs):
         (["optimizer.name=sgd"], "d"),
         (["name=l*"], "cba"),  # wildcards on strings
         (["val_accuracy=0.9"], "b"),  # a final metric
-        (["no.such.key=1"], ""),
+        (["val_accuracy=0.5"], ""),  # a known key that no run matches (an unknown key is an error)
+        (["val_accuracy>=0.8"], "ba"),  # comparisons; runs without the metric never match
+        (["seed!=0"], "dc"),  # d keeps the base seed 1
     ],
 )
 def test_runs_filter(runs, filters, expected):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -92,30 +93,52 @@ def parse_yaml(text: str, source: str) -> Any:
     return data
 
 
+STDIN = "-"  # a config path that means standard input (its relative base: paths resolve against the cwd)
+
+
+def is_stdin(path: str | Path) -> bool:
+    return str(path) == STDIN
+
+
 def read_yaml_file(path: Path) -> dict:
+    source = "<stdin>" if is_stdin(path) else str(path)
     try:
-        raw = path.read_bytes()
+        raw = sys.stdin.buffer.read() if is_stdin(path) else path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except IsADirectoryError:
         raise ConfigError(f"config path is a directory, not a file: {path}") from None
     except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read config {source}: {exc.strerror}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (bad byte at offset {exc.start})") from None
-    data = parse_yaml(text, str(path))
+        raise ConfigError(f"{source}: not UTF-8 text (bad byte at offset {exc.start})") from None
+    data = parse_yaml(text, source)
     if data is None:
-        raise ConfigError(f"{path}: the config file is empty")
+        raise ConfigError(f"{source}: the config {'' if is_stdin(path) else 'file '}is empty")
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+        raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(data).__name__}")
     return data
 
 
+# Keys that name a component next to its `params` (data.dataset, model.name, loss.name, ...,
+# also nested ones such as a siamese encoder): params written for one component mean nothing
+# to another, so changing the name drops the old params instead of merging them.
+NAME_KEYS = ("name", "dataset")
+
+
+def _renames(base: dict, override: dict) -> bool:
+    """Whether `override` names a different component than `base`, whose params then go."""
+    return "params" in base and any(k in base and k in override and base[k] != override[k] for k in NAME_KEYS)
+
+
 def deep_merge(base: dict, override: dict) -> dict:
-    """Recursive dict merge: mappings merge key by key, anything else replaces."""
+    """Recursive dict merge: mappings merge key by key, anything else replaces; a mapping that
+    changes its component name (`model: {name: transformer}` over resnet) starts with no params."""
     out = copy.deepcopy(base)
+    if _renames(base, override):
+        del out["params"]
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = deep_merge(out[key], value)
@@ -125,9 +148,10 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 
 def load_raw(path: str | Path, _depth: int = 0, _chain: tuple = ()) -> dict:
-    """Read a config file and compose it over its `base:` file(s), relative to itself."""
+    """Read a config file (`-`: stdin) and compose it over its `base:` file(s), relative to
+    itself (to the current directory for stdin)."""
     path = Path(path)
-    resolved = path.resolve()
+    resolved = path if is_stdin(path) else path.resolve()
     if resolved in _chain:
         raise ConfigError(f"{path}: circular base: chain")
     if _depth > MAX_BASE_DEPTH:
@@ -150,7 +174,7 @@ def load_raw(path: str | Path, _depth: int = 0, _chain: tuple = ()) -> dict:
 # --set (loss.params.label_smoothing=0.1) expands the shorthand to {name: ...} first.
 SHORTHAND = {("loss",), ("model",), ("optimizer", "schedule")}
 
-_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.([A-Za-z_][A-Za-z0-9_]*|[0-9]+))*$")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -159,25 +183,77 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, value = text.split("=", 1)
     key = key.strip()
     if not _KEY.match(key):
-        raise ConfigError(f"--set {text!r}: bad key {key!r}; use dotted names like train.epochs")
+        raise ConfigError(f"--set {text!r}: bad key {key!r}; use dotted names like train.epochs "
+                          "(a number indexes a list: model.params.stages.1)")
     return key.split("."), parse_yaml(value, f"--set {key}") if value.strip() else None
 
 
+def _index(items: list, key: str, path: list[str], text: str) -> int:
+    where = ".".join(path)
+    if not key.isdigit():
+        raise ConfigError(f"--set {text!r}: {where} is a list; index it with a number (0-{len(items) - 1})")
+    if int(key) >= len(items):
+        span = f"indexes 0-{len(items) - 1}" if items else "no index is valid"
+        raise ConfigError(f"--set {text!r}: {where} has {len(items)} entries ({span}); {key} is out of range")
+    return int(key)
+
+
+def _default_list(data: dict, path: list[str], text: str) -> list:
+    """The resolved (default) value at `path` when the raw config does not hold that list."""
+    from nnrun.config.resolve import resolve  # resolve imports this module
+
+    value = None
+    try:
+        value = resolve(data).model_dump(mode="json")
+        for part in path:
+            value = value[part] if isinstance(value, dict) else None
+    except (ConfigError, KeyError, TypeError):
+        value = None
+    if not isinstance(value, list):
+        where = ".".join(path)
+        raise ConfigError(f"--set {text!r}: {where} is not a list in the config, so it cannot be indexed; "
+                          f"set it whole ({where}=[...])")
+    return copy.deepcopy(value)
+
+
+def _kept_params(params: Any, prefix: tuple, written: list[tuple]) -> dict:
+    """What an earlier --set wrote into `params`: that survives a later --set of the name."""
+    if prefix in written:
+        return params
+    if not isinstance(params, dict):
+        return {}
+    keys = {path[len(prefix)] for path in written if len(path) > len(prefix) and path[: len(prefix)] == prefix}
+    return {k: v for k, v in params.items() if k in keys}
+
+
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply `a.b.c=value` overrides (values parsed as YAML) to a raw config dict."""
+    """Apply `a.b.c=value` overrides (values parsed as YAML) to a raw config dict. A number in
+    the path indexes an existing list (`model.params.stages.1=8`); setting a component's name
+    drops the params of the component it replaces, except those set by earlier overrides."""
     out = copy.deepcopy(data)
+    written: list[tuple] = []
     for text in overrides:
         keys, value = parse_override(text)
-        node = out
+        node: Any = out
         for i, key in enumerate(keys[:-1]):
-            child = node.get(key)
-            if child is None:
-                child = node[key] = {}
-            if isinstance(child, str) and tuple(keys[: i + 1]) in SHORTHAND:
-                child = node[key] = {"name": child}
-            if not isinstance(child, dict):
-                prefix = ".".join(keys[: i + 1])
-                raise ConfigError(f"--set {text!r}: {prefix} is a value, not a section")
+            if isinstance(node, list):
+                child = node[_index(node, key, keys[:i], text)]
+            else:
+                child = node.get(key)
+                if child is None:
+                    child = node[key] = _default_list(out, keys[: i + 1], text) if keys[i + 1].isdigit() else {}
+                if isinstance(child, str) and tuple(keys[: i + 1]) in SHORTHAND:
+                    child = node[key] = {"name": child}
+            if not isinstance(child, (dict, list)):
+                raise ConfigError(f"--set {text!r}: {'.'.join(keys[: i + 1])} is a value, not a section")
             node = child
-        node[keys[-1]] = value
+        last = keys[-1]
+        if isinstance(node, list):
+            node[_index(node, last, keys[:-1], text)] = value
+            written.append(tuple(keys))
+            continue
+        if last in NAME_KEYS and last in node and node[last] != value and "params" in node:
+            node["params"] = _kept_params(node["params"], tuple(keys[:-1]) + ("params",), written)
+        node[last] = value
+        written.append(tuple(keys))
     return out

@@ -127,7 +127,10 @@ def _path(prefix: tuple, loc: tuple) -> str:
 def raise_validation(exc: ValidationError, root: type[BaseModel], prefix: tuple = ()) -> typing.NoReturn:
     errors = exc.errors()
     first = errors[0]
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 2 else ""
+    if len(errors) == 2:  # "(and 1 more)" would hide a message as short as the count
+        second = errors[1]
+        more = f" (and {_path(prefix, tuple(second['loc']))}: {describe_error(second, root)})"
     raise ConfigError(describe_error(first, root) + more, _path(prefix, tuple(first["loc"]))) from None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -21,19 +22,47 @@ CONFIG_YAML = "config.yaml"
 METRICS = "metrics.jsonl"
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write via a temp file in the same directory + rename, so readers never see half a file."""
+def file_mode() -> int:
+    """The permissions a plain open() would give a new file here (0o644 under umask 022).
+
+    Read from /proc where it exists: os.umask() can only be read by setting it, which races
+    with other threads creating files."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: str = "w"):
+    """Open a temp file beside `path` for writing ("w" text, "wb" bytes); on success it is
+    synced and renamed over `path`, so readers never see half a file. It gets the umask's
+    permissions like its neighbours (mkstemp alone would leave 0600)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
+            with contextlib.suppress(OSError):  # a file system without permissions keeps its own
+                os.fchmod(fh.fileno(), file_mode())
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write text or bytes to `path` atomically (see `atomic_file`)."""
+    with atomic_file(path, "wb" if isinstance(data, bytes) else "w") as fh:
+        fh.write(data)
 
 
 def now_iso() -> str:

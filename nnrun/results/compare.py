@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from nnrun.engine.rundir import CONFIG_YAML, RUN_JSON
-from nnrun.results.runs import find_runs, flatten, run_config
+from nnrun.results.runs import find_runs, flatten, number_text, run_config
 from nnrun.errors import UsageError
 
 # run.json fields shown beside the final metrics.
@@ -86,7 +86,7 @@ def fmt(value, key: str = "") -> str:
     if isinstance(value, float) and key.endswith("time_s"):
         return f"{value:.1f}"
     if isinstance(value, float):
-        return f"{value:.4f}" if 1e-3 <= abs(value) < 1e5 or value == 0 else f"{value:.3g}"
+        return number_text(value)  # what `nnrun runs --filter` compares at
     if isinstance(value, (list, dict)):
         return json.dumps(value)
     return str(value)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +25,12 @@ def find_runs(root: str | Path, filters: list[str] | None = None, sort: str | No
     """run.json records under root (any depth), each with its `path`.
 
     Newest first, or best first by `sort` (a final metric, run.json field or config key);
-    `filters` are KEY=VALUE strings that must all match (see `matches`).
+    `filters` are KEY=VALUE strings that must all match (see `matches`). A root that is not a
+    directory, or a key no run has (`check_key`), is a UsageError rather than "no runs".
     """
     root = Path(root)
+    if not root.is_dir():
+        raise UsageError(f"{'not a directory' if root.exists() else 'no such directory'}: {root}")
     parsed = [parse_filter(f) for f in filters or []]
     records = []
     for path in root.rglob(RUN_JSON):
@@ -34,8 +39,10 @@ def find_runs(root: str | Path, filters: list[str] | None = None, sort: str | No
         except (OSError, ValueError):
             record = {"status": "unreadable"}
         record["path"] = str(path.parent)
-        if all(matches(record, key, value) for key, value in parsed):
-            records.append(record)
+        records.append(record)
+    for option, key in [("--filter", key) for key, _, _ in parsed] + ([("--sort", sort)] if sort else []):
+        check_key(records, key, option, root)
+    records = [r for r in records if all(matches(r, key, value, op) for key, op, value in parsed)]
     records.sort(key=lambda r: r.get("started_at") or "", reverse=True)
     if sort:
         records = sort_records(records, sort, reverse)
@@ -90,30 +97,92 @@ def value_of(record: dict, key: str) -> Any:
     return None if value is MISSING else value
 
 
-def parse_filter(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
+def _prefixes(keys) -> set[str]:
+    """Every dotted key and each of its parents (`device.accelerator` -> also `device`)."""
+    out = set()
+    for key in keys:
+        parts = key.split(".")
+        out.update(".".join(parts[: i + 1]) for i in range(len(parts)))
+    return out
+
+
+def check_key(records: list[dict], key: str, option: str, root: Path) -> None:
+    """A --filter/--sort KEY must be a final metric, run.json field or config key of some run:
+    a typo would otherwise silently match nothing (or sort by nothing). No runs, nothing to check."""
+    if not records or any(lookup(r, key) is not MISSING for r in records):
+        return
+    metrics = sorted({m for r in records for m in (r.get("final_metrics") or {})})
+    known = set(metrics) | _prefixes(k for r in records for k in flatten(public(r))) \
+        | _prefixes(k for r in records for k in flatten(run_config(r)))
+    close = difflib.get_close_matches(key, metrics, n=1, cutoff=0.6) \
+        or difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else (
+        f": no run under {root} has it as a final metric ({', '.join(metrics) or 'none yet'}), "
+        "run.json field or config key")
+    raise UsageError(f"{option}: unknown key {key!r}{hint}")
+
+
+_FILTER = re.compile(r"^([^=<>!]*)(>=|<=|!=|==|=|>|<)(.*)$", re.S)
+_ORDER = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b}
+
+
+def parse_filter(text: str) -> tuple[str, str, str]:
+    """KEY=VALUE (also KEY!=VALUE, and KEY>=, <=, >, < a number) -> (key, operator, value)."""
+    match = _FILTER.match(text)
+    if not match or not match.group(1).strip():
         raise UsageError(f"--filter {text!r}: expected KEY=VALUE, e.g. status=completed or optimizer.name=adam")
-    return key.strip(), value.strip()
+    key, op, value = match.group(1).strip(), match.group(2), match.group(3).strip()
+    op = "=" if op == "==" else op
+    if op in _ORDER and _number(_parse(value)) is None:
+        raise UsageError(f"--filter {text!r}: {op} compares numbers, got {value!r}")
+    return key, op, value
 
 
-def matches(record: dict, key: str, raw: str) -> bool:
-    """Equality after reading VALUE as YAML (so `seed=1`, `lr=1e-3`, `stages=[8,16]` compare as
-    data); shell-style wildcards (`name=tiny*`) match strings."""
-    actual = lookup(record, key)
-    if actual is MISSING:
-        return False
-    if any(ch in raw for ch in "*?[") and isinstance(actual, str) and fnmatch.fnmatchcase(actual, raw):
-        return True
+def _parse(raw: str) -> Any:
     from nnrun.config.loader import parse_yaml
 
     try:
-        wanted = parse_yaml(raw, "--filter") if raw else None
+        return parse_yaml(raw, "--filter") if raw else None
     except ConfigError:
-        wanted = raw
-    if isinstance(wanted, (int, float)) and isinstance(actual, (int, float)) and not isinstance(actual, bool):
-        return math.isclose(float(wanted), float(actual), rel_tol=1e-9, abs_tol=0.0)
+        return raw
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def number_text(value: float) -> str:
+    """How tables show a number: 4 decimals, 3 significant digits outside [0.001, 1e5)."""
+    return f"{value:.4f}" if 1e-3 <= abs(value) < 1e5 or value == 0 else f"{value:.3g}"
+
+
+def _shown(value: float) -> float:
+    return float(number_text(value))
+
+
+def _equal(actual: Any, wanted: Any, raw: str) -> bool:
+    if any(ch in raw for ch in "*?[") and isinstance(actual, str) and fnmatch.fnmatchcase(actual, raw):
+        return True
+    a, w = _number(actual), _number(wanted)
+    if a is not None and w is not None:
+        if isinstance(actual, int) and isinstance(wanted, int):
+            return actual == wanted
+        return a == w or _shown(a) == _shown(w)  # 0.665 matches a metric shown as 0.6650
     return wanted == actual or str(actual) == raw
+
+
+def matches(record: dict, key: str, raw: str, op: str = "=") -> bool:
+    """Whether the run's KEY compares with VALUE read as YAML (so `seed=1`, `lr=1e-3`,
+    `stages=[8,16]` compare as data): numbers at the precision tables show them (`number_text`),
+    shell-style wildcards (`name=tiny*`) on strings. A run without KEY never matches."""
+    actual = lookup(record, key)
+    if actual is MISSING:
+        return False
+    wanted = _parse(raw)
+    if op in _ORDER:
+        a, w = _number(actual), _number(wanted)
+        return a is not None and w is not None and _ORDER[op](_shown(a), _shown(w))
+    return _equal(actual, wanted, raw) != (op == "!=")
 
 
 def higher_is_better(metric: str) -> bool:

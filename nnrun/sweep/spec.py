@@ -33,12 +33,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from nnrun.config import RunConfig, config_hash
 from nnrun.config.loader import _KEY, apply_overrides, load_raw, parse_yaml, read_yaml_file
 from nnrun.config.resolve import raise_validation, resolve
-from nnrun.config.schema import NAME_PATTERN
+from nnrun.config.schema import NAME_PATTERN, check_name, name_problem
 from nnrun.errors import ConfigError
 
 # Keys the sweep itself sets on every trial.
 RESERVED = ("name", "runtime.runs_root", "runtime.threads")
-_NAME_RE = re.compile(NAME_PATTERN)
 
 
 class _Strict(BaseModel):
@@ -88,6 +87,11 @@ class SweepSpec(_Strict):
     random: RandomSpec | None = Field(None, description="random search")
     seeds: list[int] | None = Field(None, min_length=1, description="repeat every trial with these seeds")
     metric: str | None = Field(None, description="metric the summary sorts by (default: base train.monitor)")
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name(cls, value):
+        return check_name(value)
 
     @field_validator("grid", "zip_")
     @classmethod
@@ -249,8 +253,9 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
     except ConfigError as exc:
         raise ConfigError(f"{path}: base with set: {exc}") from None
     name = spec.name or path.stem
-    if not _NAME_RE.match(name):
-        raise ConfigError(f"{path}: sweep name {name!r} from the file name is not a valid name; add name: to the file")
+    problem = name_problem(name)
+    if problem:
+        raise ConfigError(f"{path}: the sweep name from the file name: {problem}; add name: to the file")
     directory = Path(out) if out else Path(base_cfg.runtime.runs_root) / "sweeps" / name
     rows = _rows(spec)
     trials, seen_names = [], set()
