@@ -7,6 +7,7 @@ train or load models, so `--help`, `validate`, `components` and `schema` answer 
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import typing
 from pathlib import Path
@@ -18,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperCommand
 
 from nnrun.errors import NNRunError
 
@@ -39,6 +41,14 @@ def _options(debug: bool = typer.Option(False, "--debug", help="Show full traceb
     _state["debug"] = debug
 
 
+class Command(TyperCommand):
+    """Usage lines as man pages write them (`RUN_DIR`, `[CONFIG]`), not typer's `{run_dir}`."""
+
+    def collect_usage_pieces(self, ctx):
+        return [piece[1:].replace("}", "", 1) if piece.startswith("{") else piece
+                for piece in super().collect_usage_pieces(ctx)]
+
+
 def handled(command):
     """Turn nnrun errors, Ctrl-C and SIGTERM into one stderr line and the documented exit code."""
 
@@ -49,9 +59,14 @@ def handled(command):
         except NNRunError as exc:
             _fail(exc.prefix, str(exc), exc.exit_code)
         except KeyboardInterrupt as exc:
-            if type(exc).__name__ == "Terminated":
-                _fail("interrupted", "terminated (SIGTERM)", 143)
-            _fail("interrupted", "interrupted (Ctrl-C)", 130)
+            code, what = (143, "terminated (SIGTERM)") if type(exc).__name__ == "Terminated" \
+                else (130, "interrupted (Ctrl-C)")
+            run_dir = getattr(exc, "run_dir", None)  # set by `nnrun train` once its run directory exists
+            if run_dir is not None:  # the run directory stays the last stdout line, as when completed
+                then = (f"continue with: nnrun train --resume {shlex.quote(str(run_dir))}"
+                        if getattr(exc, "resumable", False) else "before its first backup: nothing to resume")
+                _fail("interrupted", f"{what}; {then}", code, last_line=str(run_dir))
+            _fail("interrupted", what, code)
         except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback with --debug
             _fail("internal error", f"{type(exc).__name__}: {exc}", 1)
 
@@ -73,10 +88,11 @@ def _load_plugins(plugins: list[str]) -> None:
         registry.load_plugin(plugin)
 
 
-@app.command()
+@app.command(cls=Command)
 @handled
 def train(
-    config: Optional[Path] = typer.Argument(None, help="YAML config file (optional with --resume)."),
+    config: Optional[Path] = typer.Argument(None, metavar="CONFIG",
+                                            help="YAML config file, - for stdin (optional with --resume)."),
     set_: list[str] = typer.Option([], "--set", "-s", help=SET_HELP),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run directory from its last backup."),
     allow_change: list[str] = typer.Option([], "--allow-change", help="With --resume: accept a change of this key."),
@@ -95,7 +111,8 @@ def train(
     if resume is not None:
         from nnrun.engine.resume import prepare_resume
 
-        run, cfg, changes = prepare_resume(resume, config, set_, allow_change)
+        run, cfg, changes = prepare_resume(resume, config, set_, allow_change,
+                                           say=lambda line: stderr.print(escape(line), highlight=False, soft_wrap=True))
     elif config is None:
         raise UsageError("train needs a CONFIG file (or --resume RUN_DIR)")
     else:
@@ -116,10 +133,10 @@ def train(
     print(run.path, flush=True)
 
 
-@app.command()
+@app.command(cls=Command)
 @handled
 def validate(
-    config: Path = typer.Argument(..., help="YAML config file."),
+    config: Path = typer.Argument(..., metavar="CONFIG", help="YAML config file, - for stdin."),
     set_: list[str] = typer.Option([], "--set", "-s", help=SET_HELP),
     print_config: bool = typer.Option(False, "--print", help="Print the resolved config (all defaults filled)."),
     plugin: list[str] = typer.Option([], "--plugin", help=PLUGIN_HELP),
@@ -132,7 +149,8 @@ def validate(
     if print_config:
         print(to_yaml(cfg), end="")
     else:
-        print(f"ok: {config} (model {cfg.model.name}, dataset {cfg.data.dataset}, {cfg.train.epochs} epochs)")
+        source = "<stdin>" if str(config) == "-" else config
+        print(f"ok: {source} (model {cfg.model.name}, dataset {cfg.data.dataset}, {cfg.train.epochs} epochs)")
 
 
 # -- components / schema ------------------------------------------------------------------
@@ -148,10 +166,10 @@ def _type_name(annotation) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
-@app.command()
+@app.command(cls=Command)
 @handled
 def components(
-    kind: Optional[str] = typer.Argument(None, help="Only this kind: dataset, model, loss, optimizer, schedule, technique, explainer."),
+    kind: Optional[str] = typer.Argument(None, metavar="KIND", help="Only this kind: dataset, model, loss, optimizer, schedule, technique, explainer."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ):
     """List every registered component with its parameters, types, defaults and doc."""
@@ -189,7 +207,7 @@ def components(
         stdout.print()
 
 
-@app.command()
+@app.command(cls=Command)
 @handled
 def schema():
     """Print the config's JSON Schema (for editor completion and validation)."""
@@ -200,10 +218,10 @@ def schema():
 
 # -- evaluate / runs ----------------------------------------------------------------------
 
-@app.command()
+@app.command(cls=Command)
 @handled
 def evaluate(
-    run_dir: Path = typer.Argument(..., help="A run directory."),
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A run directory."),
     split: str = typer.Option("val", help="Split to score: val, test or train."),
     checkpoint: str = typer.Option("best", help="Checkpoint: best or last."),
     as_json: bool = typer.Option(False, "--json", help="Print the scores as JSON."),
@@ -226,11 +244,11 @@ def evaluate(
     stdout.print(table)
 
 
-@app.command()
+@app.command(cls=Command)
 @handled
 def runs(
-    root: Path = typer.Argument(Path("runs"), help="Runs root to scan."),
-    filters: list[str] = typer.Option([], "--filter", "-f", help="KEY=VALUE: a final metric, run.json field (status) or dotted config key (optimizer.name); repeatable, all must match."),
+    root: Path = typer.Argument(Path("runs"), metavar="ROOT", help="Runs root to scan."),
+    filters: list[str] = typer.Option([], "--filter", "-f", help="KEY=VALUE (or KEY!=, >=, <=, >, < VALUE): a final metric, run.json field (status) or dotted config key (optimizer.name); numbers compare as shown (4 decimals); repeatable, all must match."),
     sort: Optional[str] = typer.Option(None, "--sort", help="Best first by this metric or key (lowest first for losses, errors, times)."),
     reverse: bool = typer.Option(False, "--reverse", help="Reverse the --sort order."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
@@ -249,7 +267,7 @@ def runs(
         table.add_column(col, justify="left" if col in ("run", "status") else "right")
     for r in records:
         fm = r.get("final_metrics") or {}
-        fmt = lambda v: f"{v:.4f}" if isinstance(v, (int, float)) else "-"  # noqa: E731
+        fmt = lambda v: show(float(v)) if isinstance(v, (int, float)) else "-"  # noqa: E731 - as --filter compares
         table.add_row(
             str(Path(r["path"]).relative_to(root)) if Path(r["path"]).is_relative_to(root) else r["path"],
             str(r.get("status")), str(r.get("epochs_completed", "-")),
@@ -265,10 +283,10 @@ def runs(
 
 # -- explain ------------------------------------------------------------------------------
 
-@app.command()
+@app.command(cls=Command)
 @handled
 def explain(
-    run_dir: Path = typer.Argument(..., help="A run directory."),
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A run directory."),
     method: str = typer.Option("gradcam", "--method", "-m",
                                help="gradcam, gradcam++, integrated-gradients, smoothgrad or gradient."),
     num_images: int = typer.Option(16, "--num-images", "-n", min=1, help="Explain the first N images of the split."),
@@ -296,12 +314,55 @@ def explain(
     print(manifest["output"], flush=True)
 
 
+# -- predict ------------------------------------------------------------------------------
+
+@app.command(cls=Command)
+@handled
+def predict(
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A run directory."),
+    inputs: list[Path] = typer.Argument(..., metavar="INPUT",
+                                        help="Image files, folders (searched recursively) or one .npz (array x)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="CSV file to write (default RUN_DIR/predictions/<timestamp>.csv)."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", "-k", min=1, help="Classes listed per input (default 5, at most the class count)."),
+    checkpoint: str = typer.Option("best", help="Checkpoint: best or last."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Inputs per model call (default the run's eval batch size)."),
+    tta: str = typer.Option("none", "--tta", help="Test-time augmentation: none, or flip (average with the mirror image)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON before the CSV path."),
+):
+    """Predict classes for new inputs with the run's model; the last line printed is the CSV path."""
+    from nnrun.inference.predict import predict as run_predict
+
+    bar = None
+    if stderr.is_terminal:
+        from rich.progress import Progress
+
+        bar = Progress(console=stderr, transient=True)
+        bar.start()
+        task = bar.add_task("predict", total=None)
+    try:
+        summary = run_predict(
+            run_dir, inputs, out=out, top_k=top_k, checkpoint=checkpoint, batch_size=batch_size, tta=tta,
+            warn=lambda line: stderr.print(escape(line), highlight=False, soft_wrap=True),
+            progress=(lambda done, total: bar.update(task, completed=done, total=total)) if bar else None)
+    finally:
+        if bar is not None:
+            bar.stop()
+    if as_json:
+        print(json.dumps(summary), flush=True)
+    else:
+        skipped = f", {summary['skipped']} skipped" if summary["skipped"] else ""
+        stderr.print(f"{summary['predicted']} predicted{skipped} in {summary['seconds']:.1f} s", highlight=False)
+        if summary["accuracy"] is not None:
+            print(f"accuracy {summary['accuracy']:.4f} on {summary['labelled']} inputs of known class", flush=True)
+    print(summary["path"], flush=True)
+
+
 # -- sweep / compare / export / report ---------------------------------------------------
 
-@app.command()
+@app.command(cls=Command)
 @handled
 def sweep(
-    sweep_file: Path = typer.Argument(..., help="Sweep YAML: base config plus grid / zip / random / seeds."),
+    sweep_file: Path = typer.Argument(..., metavar="SWEEP_FILE", help="Sweep YAML: base config plus grid / zip / random / seeds."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Trials run in parallel (CPU threads are shared; one per GPU)."),
     commands: bool = typer.Option(False, "--print-commands", help="Print one `nnrun train` line per trial instead of running."),
     fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop the sweep at the first failed trial."),
@@ -317,10 +378,10 @@ def sweep(
                   console=stdout, say=lambda line: stderr.print(escape(line), highlight=False, soft_wrap=True))
 
 
-@app.command()
+@app.command(cls=Command)
 @handled
 def compare(
-    run_dirs: list[Path] = typer.Argument(..., help="Run directories (a directory of runs, e.g. a sweep, adds them all)."),
+    run_dirs: list[Path] = typer.Argument(..., metavar="RUN_DIR", help="Run directories (a directory of runs, e.g. a sweep, adds them all)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ):
     """Config keys that differ between runs, and their final metrics."""
@@ -334,10 +395,10 @@ def compare(
         stdout.print(table)
 
 
-@app.command()
+@app.command(cls=Command)
 @handled
 def export(
-    run_dir: Path = typer.Argument(..., help="A run directory."),
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A run directory."),
     fmt: str = typer.Option("keras", "--format", help="keras (.keras file) or saved_model (TF SavedModel)."),
     checkpoint: str = typer.Option("best", help="Checkpoint: best or last."),
 ):
@@ -348,14 +409,14 @@ def export(
     if checkpoint not in ("best", "last"):
         raise UsageError(f"--checkpoint must be best or last, got {checkpoint!r}")
     result = run_export(run_dir, fmt, checkpoint)
-    stderr.print(f"{fmt}: outputs match on {result['checked_inputs']} stored inputs "
+    stderr.print(f"{fmt}: outputs match on {result['checked_inputs']} stored raw inputs "
                  f"(max |diff| {result['max_abs_diff']:.3g})", highlight=False)
     print(result["path"], flush=True)
 
 
-@app.command()
+@app.command(cls=Command)
 @handled
-def report(run_dir: Path = typer.Argument(..., help="A run directory.")):
+def report(run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A run directory.")):
     """Write RUN_DIR/report.html: config, metrics, curves, explain grids, in one offline file."""
     from nnrun.results.report import write_report
 
@@ -364,12 +425,14 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory.")):
 
 # -- entry point --------------------------------------------------------------------------
 
-def _fail(prefix: str, message: str, code: int) -> typing.NoReturn:
+def _fail(prefix: str, message: str, code: int, last_line: str | None = None) -> typing.NoReturn:
     if _state["debug"]:
         import traceback
 
         traceback.print_exc()
     print(f"{prefix}: {message}", file=sys.stderr, flush=True)
+    if last_line is not None:
+        print(last_line, flush=True)
     sys.exit(code)
 
 

@@ -40,6 +40,7 @@ CATALOG = (
     "nnrun.components.techniques.progressive_resizing",
     "nnrun.components.techniques.stochastic_depth",
     "nnrun.components.techniques.mixed_precision",
+    "nnrun.components.techniques.finetune",
     "nnrun.explain.gradcam",
     "nnrun.explain.gradcam_pp",
     "nnrun.explain.integrated_gradients",

@@ -10,7 +10,35 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+NAME_LIMIT = 64
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # for the JSON Schema; name_problem explains a mismatch
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot name a directory (None if it can), naming the rule that fails, since
+    "not allowed" alone leaves a user guessing between the characters and the length."""
+    shown = repr(name if len(name) <= 24 else name[:21] + "...")
+    bad = [ch for ch in dict.fromkeys(name) if not (ch.isascii() and (ch.isalnum() or ch in "._-"))]
+    if not name:
+        return "'' is not allowed: a name cannot be empty"
+    if bad:
+        extra = " (names are never paths)" if "/" in bad or "\\" in bad else ""
+        return (f"{shown} is not allowed: {', '.join(repr(ch) for ch in bad[:5])} "
+                f"{'is not an ASCII letter, digit' if len(bad) == 1 else 'are not ASCII letters, digits'}, "
+                f"'.', '_' or '-'{extra}")
+    if len(name) > NAME_LIMIT:
+        return f"{shown} is not allowed: it is {len(name)} characters; the limit is {NAME_LIMIT}"
+    if not name[0].isalnum():
+        return f"{shown} is not allowed: a name starts with a letter or digit, not {name[0]!r}"
+    return None
+
+
+def check_name(value):
+    """Pydantic before-validator: a specific message instead of the pattern's generic one."""
+    problem = name_problem(value) if isinstance(value, str) else None
+    if problem:
+        raise ValueError(problem)
+    return value
 
 
 class Section(BaseModel):
@@ -37,7 +65,19 @@ class DataConfig(Section):
 
 
 class ModelConfig(ComponentRef):
-    pass
+    init_from: str | None = Field(
+        None, description="initialise matching layers (same name and shapes) from a run directory, a directory of "
+        "runs (its newest completed run), a .keras file or a .weights.h5 file; other layers (e.g. a head with "
+        "another class count) start fresh"
+    )
+    init_checkpoint: Literal["best", "last"] = Field("best", description="with init_from a run: which checkpoint")
+
+    @field_validator("init_from")
+    @classmethod
+    def _check_init_from(cls, value):
+        if value is not None and not value.strip():
+            raise ValueError("init_from must name a run directory or a .keras / .weights.h5 file")
+        return value
 
 
 class LossConfig(ComponentRef):
@@ -46,6 +86,9 @@ class LossConfig(ComponentRef):
 
 class ScheduleConfig(ComponentRef):
     name: str = Field("constant", description="learning-rate schedule name")
+    epochs: int | None = Field(
+        None, gt=0, description="horizon in epochs (default train.epochs); a resume that changes train.epochs keeps the old one"
+    )
 
 
 class OptimizerConfig(Section):
@@ -116,3 +159,8 @@ class RunConfig(Section):
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name(cls, value):
+        return check_name(value)

@@ -18,13 +18,16 @@ def build_data(cfg: RunConfig) -> DataBundle:
     return component.builder(params)
 
 
-def technique_context(cfg: RunConfig, data: DataBundle, run_dir=None):
-    """What techniques may know about the run (shared by training, evaluation and the benchmark)."""
+def technique_context(cfg: RunConfig, data, run_dir=None, num_train: int | None = None):
+    """What techniques may know about the run (shared by training, inference and the benchmark).
+    `data` is a DataBundle, or inference's DataFacts with `num_train` given."""
     from nnrun.components.techniques.base import TechniqueContext
 
+    if num_train is None:
+        num_train = len(data.split("train"))
     return TechniqueContext(
         epochs=cfg.train.epochs, batch_size=cfg.data.batch_size,
-        steps_per_epoch=steps_per_epoch(len(data.split("train")), cfg.data.batch_size),
+        steps_per_epoch=steps_per_epoch(num_train, cfg.data.batch_size),
         image_size=data.input_shape[0] if len(data.input_shape) == 3 else None,
         label_mode=label_mode(cfg, data), run_dir=run_dir,
     )
@@ -46,7 +49,9 @@ def build_model(cfg: RunConfig, data: DataBundle, techniques=()):
     for technique in techniques:
         params = technique.model_params(params)
     component, validated = _params("model", cfg.model.name, params)
-    return component.builder(validated, data)
+    from nnrun.components.models.inputs import with_preprocessing
+
+    return with_preprocessing(component.builder(validated, data), data)
 
 
 def build_loss(cfg: RunConfig):
@@ -80,7 +85,8 @@ def build_optimizer(cfg: RunConfig, num_train: int, lr_scale: float = 1.0):
     opt = cfg.optimizer
     sched_component, sched_params = _params("schedule", opt.schedule.name, opt.schedule.params)
     steps = steps_per_epoch(num_train, cfg.data.batch_size)
-    learning_rate = sched_component.builder(sched_params, opt.learning_rate, steps, cfg.train.epochs)
+    horizon = opt.schedule.epochs or cfg.train.epochs  # kept by a resume that trains longer
+    learning_rate = sched_component.builder(sched_params, opt.learning_rate, steps, horizon)
     if lr_scale != 1.0:
         if isinstance(learning_rate, float):
             learning_rate *= lr_scale
@@ -92,14 +98,17 @@ def build_optimizer(cfg: RunConfig, num_train: int, lr_scale: float = 1.0):
     return component.builder(params, learning_rate, weight_decay=opt.weight_decay, clipnorm=opt.clipnorm)
 
 
-def compile_model(model, cfg: RunConfig, data: DataBundle, lr_scale: float = 1.0) -> None:
+def compile_model(model, cfg: RunConfig, data: DataBundle, lr_scale: float = 1.0, techniques=()) -> None:
     import tensorflow as tf
 
     from nnrun.engine.distribute import lr_factor
 
     lr_scale *= lr_factor(cfg, tf.distribute.get_strategy())  # runtime.lr_scaling (called in strategy.scope())
+    optimizer = build_optimizer(cfg, len(data.split("train")), lr_scale)
+    for technique in techniques:
+        optimizer = technique.configure_optimizer(optimizer, model)
     model.compile(
-        optimizer=build_optimizer(cfg, len(data.split("train")), lr_scale),
+        optimizer=optimizer,
         loss=build_loss(cfg),
         metrics=build_metrics(cfg, data),
         jit_compile=cfg.train.jit_compile,

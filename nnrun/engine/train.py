@@ -70,6 +70,7 @@ class Prepared:
     techniques: list
     ctx: object
     strategy: object
+    init: dict | None = None  # what model.init_from loaded (run.json "init")
 
 
 def prepare(cfg: RunConfig, run_dir=None, lr_scale: float = 1.0) -> Prepared:
@@ -99,7 +100,12 @@ def prepare(cfg: RunConfig, run_dir=None, lr_scale: float = 1.0) -> Prepared:
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"{cfg.model.name} cannot be built for data set {cfg.data.dataset!r} "
                               f"(inputs {tuple(data.input_shape)}): {first_line(exc)}", "model") from None
-        build.compile_model(model, cfg, data, lr_scale)
+        init = None
+        if cfg.model.init_from and run_dir is None:  # a resumed run restores its own backup instead
+            from nnrun.engine.init_from import initialise
+
+            init = initialise(model, cfg.model.init_from, cfg.model.init_checkpoint, data.class_names)
+        build.compile_model(model, cfg, data, lr_scale, techniques)
         sample = next(iter(pipeline.train_dataset(
             train_split, batch_size=cfg.data.batch_size, seed=cfg.seed, num_classes=data.num_classes,
             label_mode=labels, first_epoch=0, last_epoch=1, techniques=techniques, preview=True)))
@@ -108,7 +114,7 @@ def prepare(cfg: RunConfig, run_dir=None, lr_scale: float = 1.0) -> Prepared:
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"model {cfg.model.name!r} does not fit data set {cfg.data.dataset!r}: "
                               f"{first_line(exc)}", "model") from None
-    return Prepared(cfg, data, model, labels, steps, techniques, ctx, strategy)
+    return Prepared(cfg, data, model, labels, steps, techniques, ctx, strategy, init)
 
 
 def _check_monitors(cfg: RunConfig, data) -> None:
@@ -147,6 +153,8 @@ def train(cfg: RunConfig, argv: list[str], out: Output, resume: RunDir | None = 
         run = RunDir.create(cfg if root == cfg.runtime.runs_root else cfg.model_copy(
             update={"runtime": cfg.runtime.model_copy(update={"runs_root": root})}))
         run.start(cfg, argv)
+        if prepared.init is not None:
+            run.update(init=prepared.init)
     else:
         from nnrun.engine.resume import record_changes
 
@@ -161,20 +169,22 @@ def train(cfg: RunConfig, argv: list[str], out: Output, resume: RunDir | None = 
         try:
             final = _fit(prepared, run, out, guard)
         except KeyboardInterrupt as exc:
+            from nnrun.engine import snapshot
             from nnrun.engine.callbacks import Interrupted
 
+            backup = run.checkpoints / "backup"
             if isinstance(exc, Interrupted):
                 name, pos = signal.Signals(exc.signum).name, exc.position
                 where = (AFTER_TRAINING if _training_done(run, cfg, pos)
                          else f"at epoch {pos['epoch'] + 1} step {pos['step']}")
                 run.finish("interrupted", reason=f"{name} {where}", interrupted_at=pos)
-                raise (Terminated() if exc.signum == signal.SIGTERM else KeyboardInterrupt()) from None
-            from nnrun.engine import snapshot
-
+                stop = Terminated() if exc.signum == signal.SIGTERM else KeyboardInterrupt()
+                stop.run_dir, stop.resumable = run.path, snapshot.exists(backup)  # the CLI tells how to resume
+                raise stop from None
             name = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
-            backup = run.checkpoints / "backup"
             done = snapshot.exists(backup) and _training_done(run, cfg, snapshot.read_position(backup))
             run.finish("interrupted", reason=f"{name} {AFTER_TRAINING}" if done else name)
+            exc.run_dir, exc.resumable = run.path, snapshot.exists(backup)
             raise
         except NNRunError as exc:
             run.finish("failed", reason=str(exc))
@@ -235,6 +245,7 @@ def _fit(p: Prepared, run: RunDir, out: Output, guard: SignalGuard) -> dict:
         precision=effective_precision(cfg.train), dtype_policy=p.model.dtype_policy.name,
         techniques={t_name: t.record() for t_name, t in p.ctx.techniques.items()},
         model={"name": cfg.model.name, "parameters": int(p.model.count_params())},
+        data=p.data.describe(),
     )
     backup_dir = run.checkpoints / "backup"
     rollbacks = list(run.read().get("rollbacks", []))
@@ -254,7 +265,9 @@ def _fit(p: Prepared, run: RunDir, out: Output, guard: SignalGuard) -> dict:
             run.update(rollbacks=rollbacks)
             with p.strategy.scope():
                 p.model.optimizer = None
-                build.compile_model(p.model, cfg, p.data, lr_scale)
+                for technique in p.techniques:  # the optimizer is built for every variable of the
+                    technique.before_segment(p.model, cfg.train.epochs)  # last phase (e.g. unfrozen)
+                build.compile_model(p.model, cfg, p.data, lr_scale, p.techniques)
                 snapshot.build_for_restore(p.model, _sample(p))
 
 
@@ -288,6 +301,18 @@ def _sample(p: Prepared):
     return next(iter(pipeline.train_dataset(
         p.data.split("train"), batch_size=p.cfg.data.batch_size, seed=p.cfg.seed, num_classes=p.data.num_classes,
         label_mode=p.labels, first_epoch=0, last_epoch=1, techniques=p.techniques, preview=True)))
+
+
+def _split_at(segments: list[tuple], boundaries: list[int]) -> list[tuple]:
+    """Split (first, last, skip) fit segments at phase-boundary epochs (e.g. finetune's unfreezing)."""
+    out = []
+    for first, last, skip in segments:
+        for b in boundaries:
+            if first < b < last:
+                out.append((first, b, skip))
+                first, skip = b, 0
+        out.append((first, last, skip))
+    return out
 
 
 def _fit_segments(p: Prepared, run: RunDir, out: Output, guard: SignalGuard, backup_dir) -> dict:
@@ -351,9 +376,12 @@ def _fit_segments(p: Prepared, run: RunDir, out: Output, guard: SignalGuard, bac
         start_full = start["epoch"]
     if start_full < epochs and not trained:
         segments.append((start_full, epochs, 0))
+    segments = _split_at(segments, sorted({b for t in p.techniques for b in t.phase_boundaries()}))
     guard.in_fit = True
     try:
         for first, last, skip in segments:
+            if any([t.before_segment(model, first) for t in p.techniques]):
+                model.train_function = None  # a traced train step keeps the trainable set it saw
             train_ds = pipeline.train_dataset(
                 p.data.split("train"), batch_size=cfg.data.batch_size, seed=cfg.seed,
                 num_classes=p.data.num_classes, label_mode=p.labels, first_epoch=first, last_epoch=last,
