@@ -29,7 +29,7 @@ def test_keras_export_round_trip(run):
     assert res.returncode == 0, res.stderr
     path = Path(res.stdout.strip().splitlines()[-1])
     assert path == run / "exported" / "model.keras" and path.is_file()
-    assert "outputs match on 8 stored inputs" in res.stderr
+    assert "outputs match on 8 stored raw inputs" in res.stderr
     inputs, outputs = reference(run)
     assert inputs.shape == (8, 16, 16, 3) and outputs.shape == (8, 4)
     import keras
@@ -65,7 +65,7 @@ def test_export_fails_when_outputs_do_not_match(run):
     res = run_cli("export", str(run), "--format", "keras")
     assert res.returncode == 1
     assert res.stderr.strip().startswith("run failed: exported keras model does not reproduce the trained model's "
-                                         "outputs on 8 stored inputs (max |diff| 0.5")
+                                         "outputs on 8 stored raw inputs (max |diff| 0.5")
     after = (run / "exported" / "model.keras").stat().st_mtime_ns if (run / "exported" / "model.keras").exists() else None
     assert after == before  # a failed export replaces nothing
     assert not list((run / "exported").glob(".export-*"))

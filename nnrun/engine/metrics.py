@@ -45,7 +45,7 @@ def best_threshold(distances: np.ndarray, same: np.ndarray) -> tuple[float, floa
     return threshold, float(correct[k]) / n
 
 
-def _pair_distances(model, split, batch_size: int) -> np.ndarray:
+def pair_distances(model, split, batch_size: int) -> np.ndarray:
     embeddings = np.asarray(model.predict(split.x, batch_size=batch_size, verbose=0), dtype=np.float64)
     return np.linalg.norm(embeddings[:, 0] - embeddings[:, 1], axis=-1)
 
@@ -58,9 +58,9 @@ def final_metrics(model, data, cfg, val_dataset=None) -> dict:
     val = data.split("val")
     if data.task == "pairs":
         train = data.split("train")
-        threshold, train_accuracy = best_threshold(_pair_distances(model, train, batch_size), train.y)
+        threshold, train_accuracy = best_threshold(pair_distances(model, train, batch_size), train.y)
         return {"pair_threshold": threshold, "train_pair_accuracy": train_accuracy,
-                "val_pair_accuracy": pair_accuracy(_pair_distances(model, val, batch_size), val.y, threshold)}
+                "val_pair_accuracy": pair_accuracy(pair_distances(model, val, batch_size), val.y, threshold)}
     if val_dataset is None:
         from nnrun.engine import pipeline
 

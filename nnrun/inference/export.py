@@ -1,13 +1,20 @@
 """`nnrun export`: write a run's model for use outside nnrun, then prove the copy is faithful.
 
+The export takes the raw inputs the data set gives (uint8 images of the data set's size, int
+token ids): casting, the techniques' eval-time layers (e.g. progressive resizing's eval_size)
+and the model's own preprocessing layers (rescale, normalise with the training statistics) are
+all inside it. export.json records what a user needs beside the file: class names in index
+order, the input shape and dtype, and the preprocessing statistics.
+
 The export is reloaded the way a user would (keras: `keras.saving.load_model`; saved_model:
-`tf.saved_model.load(...).serve`) and its outputs are compared with the trained model's on
-inputs stored in RUN_DIR/exported/reference.npz. The reference is written on the first export
-and reused afterwards, so every export of a run is checked against the same inputs and outputs.
+`tf.saved_model.load(...).serve`) and its outputs on raw inputs stored in
+RUN_DIR/exported/reference.npz are compared with the trained model's outputs through the
+evaluation pipeline. The reference is written on the first export and reused afterwards.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import tempfile
@@ -36,25 +43,42 @@ def _call(fn, inputs: list[np.ndarray]) -> np.ndarray:
     return np.asarray(out.numpy() if hasattr(out, "numpy") else out)
 
 
-def _reference(run: RunDir, model, directory: Path) -> tuple[list[np.ndarray], np.ndarray]:
-    """Stored inputs and the trained model's outputs on them (created on first use)."""
+def raw_input_model(model, facts, techniques):
+    """`model` wrapped to take raw inputs: Input(data shape, data dtype) -> cast -> eval layers ->
+    model. Returned unchanged when the raw inputs already are its inputs (float data, token ids)."""
+    import keras
+    from keras import ops
+
+    layers = [layer for t in techniques for layer in t.eval_layers()]
+    integer_images = facts.is_image and "int" in facts.input_dtype
+    if not layers and not integer_images:
+        return model
+    inputs = keras.Input(shape=facts.input_shape, dtype=facts.input_dtype, name="raw_image")
+    x = ops.cast(inputs, "float32") if integer_images else inputs
+    for layer in layers:
+        x = layer(x)
+    return keras.Model(inputs, model(x), name=f"{model.name}_raw_inputs")
+
+
+def _reference(run: RunDir, cfg, model, techniques, directory: Path) -> tuple[list[np.ndarray], np.ndarray]:
+    """Stored raw inputs and the trained model's outputs on them through the evaluation pipeline
+    (created on first use)."""
     path = directory / REFERENCE
     if path.is_file():
         with np.load(path) as ref:
             names = sorted((k for k in ref.files if k.startswith("input_")), key=lambda k: int(k.split("_")[1]))
-            inputs = [ref[k] for k in names]
-            return inputs, ref["outputs"]
-    from nnrun.engine import build
-    from nnrun.inference.evaluate import load_run_config
+            return [ref[k] for k in names], ref["outputs"]
+    import tensorflow as tf
 
-    data = build.build_data(load_run_config(run))
+    from nnrun.engine import build, pipeline
+
+    data = build.build_data(cfg)
     split = next(data.splits[s] for s in ("val", "test", "train") if s in data.splits)
     inputs = _inputs(split.head(NUM_REFERENCE)[0])
-    outputs = _call(lambda x: model(x, training=False), inputs)
-    directory.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=directory, suffix=".npz", delete=False) as fh:
-        np.savez(fh, outputs=outputs, **{f"input_{i}": a for i, a in enumerate(inputs)})
-    Path(fh.name).replace(path)
+    outputs = _call(lambda x: model(pipeline.eval_inputs(tf, tf.constant(x), techniques), training=False), inputs)
+    buffer = io.BytesIO()
+    np.savez(buffer, outputs=outputs, **{f"input_{i}": a for i, a in enumerate(inputs)})
+    atomic_write(path, buffer.getvalue())
     return inputs, outputs
 
 
@@ -75,39 +99,50 @@ def _write_and_reload(model, fmt: str, target: Path):
 
 def export(run_dir: str | Path, fmt: str = "keras", checkpoint: str = "best") -> dict:
     """Export RUN_DIR's checkpoint as `fmt` under RUN_DIR/exported/; RunFailed if the reloaded
-    export's outputs differ from the trained model's on the stored inputs (nothing is kept)."""
+    export's outputs on raw inputs differ from the trained model's (nothing is kept then)."""
     if fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     run = RunDir.open(run_dir)
-    from nnrun.engine import runtime
-    from nnrun.inference.evaluate import load_checkpoint, load_run_config
+    from nnrun.inference.load import check_checkpoint, data_facts, eval_techniques, load_checkpoint, load_run_config
 
-    runtime.setup(load_run_config(run))
+    check_checkpoint(run, checkpoint)
+    cfg = load_run_config(run)
+    from nnrun.engine import runtime
+
+    runtime.setup(cfg)
+    facts = data_facts(run, cfg)
+    techniques = eval_techniques(cfg, facts, run.read().get("data", {}).get("num_train") or cfg.data.batch_size)
     model = load_checkpoint(run, checkpoint)
     directory = run.path / "exported"
-    inputs, expected = _reference(run, model, directory)
+    inputs, expected = _reference(run, cfg, model, techniques, directory)
     target = directory / FORMATS[fmt]
     staging = Path(tempfile.mkdtemp(dir=directory, prefix=".export-"))
     try:
-        predict = _write_and_reload(model, fmt, staging / FORMATS[fmt])
+        predict = _write_and_reload(raw_input_model(model, facts, techniques), fmt, staging / FORMATS[fmt])
         got = _call(predict, inputs)
         diff = float(np.max(np.abs(got.astype(np.float64) - expected))) if got.shape == expected.shape else None
         if diff is None or not np.allclose(got, expected, rtol=RTOL, atol=ATOL):
             shown = "shape " + str(got.shape) + " vs " + str(expected.shape) if diff is None else f"max |diff| {diff:.3g}"
             raise RunFailed(f"exported {fmt} model does not reproduce the trained model's outputs on "
-                            f"{len(expected)} stored inputs ({shown}); nothing was exported")
+                            f"{len(expected)} stored raw inputs ({shown}); nothing was exported")
         if target.is_dir():
             shutil.rmtree(target)
         (staging / FORMATS[fmt]).replace(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     result = {"format": fmt, "path": str(target), "checkpoint": checkpoint, "checked_inputs": len(expected),
-              "max_abs_diff": diff, "exported_at": now_iso()}
+              "max_abs_diff": diff, "exported_at": now_iso(),
+              "inputs": {"shape": [None, *facts.input_shape], "dtype": facts.input_dtype,
+                         "eval_layers": [layer.name for t in techniques for layer in t.eval_layers()]},
+              "outputs": "logits" if facts.task == "classification" else "embeddings"}
     manifest = directory / "export.json"
     try:
         exports = json.loads(manifest.read_text())
     except (OSError, ValueError):
         exports = {}
+    exports.update({"class_names": facts.class_names, "input_shape": list(facts.input_shape),
+                    "input_dtype": facts.input_dtype, "preprocess": facts.preprocess, "task": facts.task})
     exports[fmt] = result
     atomic_write(manifest, json.dumps(exports, indent=2) + "\n")
     return result
+

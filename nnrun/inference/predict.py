@@ -1,0 +1,225 @@
+"""`nnrun predict`: a finished run's model on new inputs (image files, folders, an .npz), to CSV.
+
+Inputs go through the run's own path: files are decoded by the data sources' decoder (the same
+Pillow path image_folder trains with, at the run's image size), then `pipeline.eval_inputs`
+(cast, the techniques' eval transforms) and the model, which rescales and normalises itself.
+Decoding runs in parallel in tf.data; the model runs as one compiled function per batch.
+A file that cannot be decoded is listed on stderr and skipped; nothing readable is exit 2.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from nnrun.engine.rundir import RunDir, atomic_write
+from nnrun.errors import UsageError
+
+TTA = ("none", "flip")
+
+
+@dataclass
+class Rows:
+    """What predict turns its INPUT arguments into: one row per file (or per .npz example)."""
+
+    names: list[str]  # file paths, or "FILE.npz[i]"
+    labels: list[int | None]  # true class from a class-named parent folder (or the .npz's y), if known
+    paths: list[str] = field(default_factory=list)  # files to decode (empty for arrays)
+    arrays: np.ndarray | None = None  # raw inputs from an .npz
+
+
+def _files(inputs: list[Path]) -> list[Path]:
+    """Files named directly, and every non-hidden file under folders (recursively, sorted)."""
+    found = []
+    for item in inputs:
+        if item.is_dir():
+            found += sorted(f for f in item.rglob("*")
+                            if f.is_file() and not any(part.startswith(".") for part in f.relative_to(item).parts))
+        elif item.is_file():
+            found.append(item)
+        else:
+            raise UsageError(f"input not found: {item}")
+    return found
+
+
+def _npz_rows(path: Path, facts) -> Rows:
+    """Examples of an .npz: the array `x` (or x_test / x_val / x_train, in that order), labels from
+    the matching `y` when present."""
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise UsageError(f"{path} is not a readable .npz file: {exc}") from None
+    key = next((k for k in ("x", "x_test", "x_val", "x_train") if k in arrays), None)
+    if key is None:
+        raise UsageError(f"{path} has no array x (or x_test, x_val, x_train); it has: {', '.join(sorted(arrays))}")
+    x = arrays[key]
+    if x.ndim == 3 and facts.is_image:
+        x = x[..., None]
+    if facts.is_image and tuple(x.shape[1:]) != tuple(facts.input_shape):
+        raise UsageError(f"{path}: {key} has examples of shape {tuple(x.shape[1:])}; the run's model takes "
+                         f"{tuple(facts.input_shape)} (resize them, or pass image files)")
+    y = arrays.get("y" + key[1:])
+    labels: list[int | None] = [None] * len(x)
+    if y is not None and len(y) == len(x):
+        y = np.asarray(y)
+        labels = [int(v) for v in (y.argmax(axis=1) if y.ndim == 2 else y.reshape(-1))]
+    return Rows([f"{path}[{i}]" for i in range(len(x))], labels, arrays=x)
+
+
+def collect(inputs: list[Path], facts) -> Rows:
+    """Rows for INPUT arguments: image files and folders, or one .npz."""
+    npz = [p for p in inputs if p.suffix == ".npz" and p.is_file()]
+    if npz:
+        if len(inputs) != 1:
+            raise UsageError("pass one .npz file alone, or image files and folders")
+        return _npz_rows(npz[0], facts)
+    if not facts.is_image:
+        raise UsageError(f"this run's model takes {facts.input_dtype} arrays of shape {tuple(facts.input_shape)}, "
+                         "not image files: pass an .npz with an array x")
+    files = _files(inputs)
+    if not files:
+        raise UsageError(f"no files found in {', '.join(map(str, inputs))}")
+    index = {name: i for i, name in enumerate(facts.class_names)}
+    return Rows([str(f) for f in files], [index.get(f.parent.name) for f in files], paths=[str(f) for f in files])
+
+
+def batches(rows: Rows, facts, batch_size: int):
+    """tf.data batches of (raw inputs, error strings): files decoded in parallel, in order."""
+    import tensorflow as tf
+
+    if rows.arrays is not None:
+        x = tf.data.Dataset.from_tensor_slices(rows.arrays)
+        ds = x.map(lambda a: (a, tf.constant(b"")))
+    else:
+        from nnrun.components.data.decode import tf_decoder
+
+        height, width, channels = facts.input_shape
+        decode = tf_decoder((height, width) if height != width else height, channels)
+        ds = tf.data.Dataset.from_tensor_slices(rows.paths).map(decode, num_parallel_calls=tf.data.AUTOTUNE,
+                                                                 deterministic=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def probabilities_fn(model, techniques, facts, tta: str):
+    """One compiled function: raw batch -> class probabilities (float32), through eval_inputs;
+    `tta: flip` averages the probabilities of the image and its mirror image."""
+    import tensorflow as tf
+
+    from nnrun.engine.pipeline import eval_inputs
+
+    spec = tf.TensorSpec([None, *facts.input_shape], facts.input_dtype)
+
+    @tf.function(input_signature=[spec])
+    def probabilities(raw):
+        x = eval_inputs(tf, raw, techniques)
+        probs = tf.nn.softmax(tf.cast(model(x, training=False), tf.float32), axis=-1)
+        if tta == "flip":
+            flipped = tf.nn.softmax(tf.cast(model(tf.reverse(x, axis=[2]), training=False), tf.float32), axis=-1)
+            probs = (probs + flipped) / 2
+        return probs
+
+    return probabilities
+
+
+def _csv(names: list[str], probs: np.ndarray, labels: list, class_names: list[str], top_k: int,
+         by_index: bool) -> str:
+    """CSV text: path (or index), the predicted class and its probability, the top-k classes and
+    probabilities, and the true class where the inputs say it."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    with_true = any(label is not None for label in labels)
+    header = ["index" if by_index else "path", "predicted", "probability"]
+    for k in range(1, top_k + 1):
+        header += [f"top{k}", f"top{k}_probability"]
+    writer.writerow(header + (["true"] if with_true else []))
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
+    for name, p, top, label in zip(names, probs, order, labels):
+        row = [name, class_names[top[0]], f"{p[top[0]]:.6f}"]
+        for c in top:
+            row += [class_names[c], f"{p[c]:.6f}"]
+        writer.writerow(row + ([class_names[label] if label is not None else ""] if with_true else []))
+    return out.getvalue()
+
+
+def _output_path(run: RunDir, out: Path | None) -> Path:
+    if out is not None:
+        return out
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = run.path / "predictions" / f"{stamp}.csv"
+    n = 1
+    while path.exists():
+        n += 1
+        path = run.path / "predictions" / f"{stamp}-{n}.csv"
+    return path
+
+
+def predict(run_dir: str | Path, inputs: list[Path], *, out: Path | None = None, top_k: int | None = None,
+            checkpoint: str = "best", batch_size: int | None = None, tta: str = "none",
+            warn: Callable[[str], None] = print, progress: Callable[[int, int], None] | None = None) -> dict:
+    """Predict every readable input; writes the CSV and returns a summary (path, counts, accuracy, speed).
+    `warn(line)` reports skipped files; `progress(done, total)` is called after each batch."""
+    from nnrun.inference.load import check_checkpoint, data_facts, eval_techniques, load_checkpoint, load_run_config
+
+    run = RunDir.open(run_dir)
+    check_checkpoint(run, checkpoint)
+    if tta not in TTA:
+        raise UsageError(f"--tta must be one of {', '.join(TTA)}, got {tta!r}")
+    if batch_size is not None and batch_size < 1 or top_k is not None and top_k < 1:
+        raise UsageError("--batch-size and --top-k must be >= 1")
+    cfg = load_run_config(run)
+    facts = data_facts(run, cfg)
+    if facts.task != "classification":
+        raise UsageError(f"predict needs a classification run; {cfg.data.dataset} is a {facts.task} data set")
+    if tta == "flip" and not facts.is_image:
+        raise UsageError("--tta flip needs an image model")
+    rows = collect([Path(p) for p in inputs], facts)
+    top_k = min(top_k or 5, facts.num_classes)
+    batch_size = batch_size or cfg.data.eval_batch_size or cfg.data.batch_size
+    target = _output_path(run, out)
+
+    from nnrun.engine import runtime
+
+    runtime.setup(cfg)
+    techniques = eval_techniques(cfg, facts, run.read().get("data", {}).get("num_train") or cfg.data.batch_size)
+    model = load_checkpoint(run, checkpoint)
+    probabilities = probabilities_fn(model, techniques, facts, tta)
+
+    kept, probs, skipped = [], [], []
+    first_batch_at = None
+    start = time.perf_counter()
+    for raw, errors in batches(rows, facts, batch_size):
+        errors = errors.numpy()
+        ok = errors == b""
+        base = len(kept) + len(skipped)
+        for i in np.flatnonzero(~ok):
+            skipped.append(rows.names[base + i])
+            warn(f"skipped {rows.names[base + i]}: {errors[i].decode(errors='replace')}")
+        batch_probs = probabilities(raw).numpy()
+        if first_batch_at is None:
+            first_batch_at = time.time()
+        probs.append(batch_probs[ok])
+        kept += [base + i for i in np.flatnonzero(ok)]
+        if progress is not None:
+            progress(len(kept) + len(skipped), len(rows.names))
+    seconds = time.perf_counter() - start
+    if not kept:
+        raise UsageError(f"none of the {len(rows.names)} inputs could be read; nothing predicted")
+    probs = np.concatenate(probs)
+    names = [rows.names[i] for i in kept]
+    labels = [rows.labels[i] for i in kept]
+    atomic_write(target, _csv(names, probs, labels, facts.class_names, top_k, by_index=rows.arrays is not None))
+    labelled = [i for i, label in enumerate(labels) if label is not None]
+    accuracy = (float(np.mean([probs[i].argmax() == labels[i] for i in labelled])) if labelled else None)
+    return {"path": str(target), "predicted": len(kept), "skipped": len(skipped), "accuracy": accuracy,
+            "labelled": len(labelled), "checkpoint": checkpoint, "tta": tta, "seconds": round(seconds, 3),
+            "images_per_s": round(len(rows.names) / seconds, 1) if seconds > 0 else None,
+            "first_batch_at": first_batch_at}
