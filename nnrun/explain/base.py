@@ -3,6 +3,11 @@
 An explainer turns images `x` (N, H, W, C) and per-image target classes (N,) into a raw
 attribution (`attribute`) and a display heatmap (N, H, W) in [0, 1] (`heatmap`). Raw
 attributions are averageable, which is what lets SmoothGrad wrap any explainer.
+
+Token sequences (N, T) of integer ids into a model whose token `keras.layers.Embedding` consumes
+them are explained in embedding space instead (see tokens.py): `attribute_tokens` returns one
+signed attribution per token (N, T), 0 at padding, and the heatmap is that row over its largest
+magnitude, in [-1, 1].
 """
 
 from __future__ import annotations
@@ -19,18 +24,21 @@ EPS = 1e-12
 @dataclass
 class Explanation:
     raw: np.ndarray  # what `attribute` returned (saved as .npy)
-    heatmap: np.ndarray  # (N, H, W) in [0, 1]
+    heatmap: np.ndarray  # (N, H, W) in [0, 1]; token inputs: (N, T) in [-1, 1], 0 at padding
     per_image: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. IG completeness error
+    real: np.ndarray | None = None  # token inputs: (N, T) True where the token is not padding
 
 
 class Explainer:
     """Base class; subclasses implement `attribute` and say what their raw output is."""
 
     raw_description = ""
+    token_description = ""  # what `attribute_tokens` returns; empty: no token version
 
     def __init__(self, model):
         self.model = model
         self.info: dict = {}  # facts for the manifest (layer used, steps, baseline, ...)
+        self._token_model = None
 
     def attribute(self, x: np.ndarray, targets: np.ndarray, batch_size: int) -> np.ndarray:
         raise NotImplementedError
@@ -42,11 +50,45 @@ class Explainer:
     def per_image(self, x, targets, raw, batch_size) -> dict[str, np.ndarray]:
         return {}
 
-    def explain(self, x: np.ndarray, targets: np.ndarray, batch_size: int = 32) -> Explanation:
-        x = np.asarray(x, np.float32)
+    def explain(self, x: np.ndarray, targets: np.ndarray, batch_size: int = 32, pad_id: int = 0) -> Explanation:
+        """Raw attributions, heatmaps and per-image figures; token ids go through `explain_tokens`."""
+        from nnrun.explain.tokens import takes_tokens
+
         targets = np.asarray(targets, np.int32)
+        if takes_tokens(self.model, x):
+            return self.explain_tokens(np.asarray(x, np.int32), targets, batch_size, pad_id)
+        x = np.asarray(x, np.float32)
         raw = self.attribute(x, targets, batch_size)
         return Explanation(raw, self.heatmap(raw), self.per_image(x, targets, raw, batch_size))
+
+    # -- token inputs (tokens.py) --------------------------------------------------------------
+
+    @property
+    def token_model(self):
+        from nnrun.explain.tokens import TokenModel
+
+        if self._token_model is None:
+            self._token_model = TokenModel(self.model)
+        return self._token_model
+
+    def explain_tokens(self, tokens: np.ndarray, targets: np.ndarray, batch_size: int, pad_id: int) -> Explanation:
+        from nnrun.explain.tokens import token_heatmap
+
+        inp = self.token_model.inputs(tokens, pad_id, batch_size)
+        raw = self.attribute_tokens(inp, targets, batch_size)
+        self.info.update({"input": "tokens", "embedding_layer": self.token_model.path, "pad_id": int(pad_id)})
+        if self.token_description:
+            self.raw_description = self.token_description
+        return Explanation(raw, token_heatmap(raw, inp.real), self.per_token(inp, targets, raw, batch_size), inp.real)
+
+    def attribute_tokens(self, inp, targets: np.ndarray, batch_size: int) -> np.ndarray:
+        """TokenInputs -> (N, T) attributions per token, exactly 0 at padding."""
+        from nnrun.errors import UsageError
+
+        raise UsageError(f"{type(self).__name__} does not explain token sequences")
+
+    def per_token(self, inp, targets, raw, batch_size) -> dict[str, np.ndarray]:
+        return {}
 
 
 def normalise(maps: np.ndarray) -> np.ndarray:

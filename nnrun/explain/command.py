@@ -1,7 +1,9 @@
 """`nnrun explain`: load a run's checkpoint and data, explain N images, write maps and figures.
 
 Everything that can be checked without TensorFlow (method, options, run directory, checkpoint
-file, split, class index) is checked first, so a bad request fails in well under a second.
+file, split, class index, a method that has no token version on a sequence run) is checked
+first, so a bad request fails in well under a second. Token-sequence runs are explained per
+token over the token embedding (tokens.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 
 from nnrun import registry
 from nnrun.errors import ConfigError, UsageError
+from nnrun.explain import tokens
 from nnrun.explain.base import outputs_of, validate_options
 
 
@@ -78,7 +81,7 @@ def explain(run_dir: str | Path, method: str, *, layer: str | None = None, num_i
             checkpoint: str = "best") -> dict:
     """Explain the first `num_images` images of `split`; returns the manifest (with its path)."""
     from nnrun.engine.build import build_data
-    from nnrun.inference.evaluate import load_checkpoint, load_run_config
+    from nnrun.inference.load import load_checkpoint, load_run_config
     from nnrun.engine.rundir import RunDir, atomic_write
 
     component, params = explainer_component(
@@ -92,17 +95,29 @@ def explain(run_dir: str | Path, method: str, *, layer: str | None = None, num_i
     if not (run.checkpoints / f"{checkpoint}.keras").is_file():
         raise UsageError(f"run has no checkpoint checkpoints/{checkpoint}.keras (did training finish?): {run.path}")
     cfg = load_run_config(run)
+    from nnrun.engine import runtime
+
+    if _imports_tensorflow(cfg):  # through the quiet path, as train and evaluate do
+        runtime.import_tensorflow()
     data = build_data(cfg)
     if data.task != "classification":
         raise UsageError(f"explain needs a classification run; {cfg.data.dataset} is a {data.task} data set")
     part = data.split(split)
     n = min(num_images, len(part))
     x, labels = part.head(n)
-    x, labels = x.astype(np.float32), labels.astype(np.int32)
+    labels = labels.astype(np.int32)
+    sequence = tokens.looks_like_tokens(x)
+    if sequence:
+        tokens.check_method(method, getattr(params, "base", None))
+        if baseline is not None:
+            raise UsageError("--baseline applies to images; on token sequences integrated gradients starts from "
+                             "the padding embedding at every real position")
+        x = x.astype(np.int32)
+    else:
+        x = x.astype(np.float32)  # any range: raw uint8 pixels or normalised floats
+    pad_id = int(data.meta.get("pad_id", 0))
     if isinstance(spec, int):
         resolve_targets(spec, labels, labels, data.num_classes)  # range check before loading TensorFlow
-
-    from nnrun.engine import runtime
 
     runtime.setup(cfg)
     model = load_checkpoint(run, checkpoint)
@@ -112,8 +127,9 @@ def explain(run_dir: str | Path, method: str, *, layer: str | None = None, num_i
 
     start = time.perf_counter()
     explainer = component.builder(params, model)
-    result = explainer.explain(x, targets, batch_size)
+    result = explainer.explain(x, targets, batch_size, pad_id=pad_id)
     seconds = time.perf_counter() - start
+    real = result.real  # token runs: (N, T) True at real tokens
 
     per_image = {k: np.asarray(v, np.float64) for k, v in result.per_image.items()}
     summary: dict = {"accuracy": float(np.mean(predicted == labels))}
@@ -131,43 +147,87 @@ def explain(run_dir: str | Path, method: str, *, layer: str | None = None, num_i
         summary["completeness_ill_conditioned"] = int((~conditioned).sum())
     if sanity_check:
         per_image["sanity_rank_correlation"] = _sanity(component, params, model, x, targets, batch_size,
-                                                       result.heatmap, cfg.seed, summary)
+                                                       result.heatmap, cfg.seed, summary, pad_id, real)
 
     out = Path(output) if output else run.path / "explain" / method
     out.mkdir(parents=True, exist_ok=True)
     _remove_previous(out)
     names = data.class_names
+    vocabulary = list(data.meta.get("vocabulary") or [])
     images = []
     titles = []
+    shown = []  # token runs: the real tokens' labels per example
     from nnrun.explain import render
 
     for i in range(n):
         stem = f"{split}_{i:05d}"
-        np.save(out / f"{stem}.npy", result.raw[i])
         title = (f"true {_class(labels[i], names)['name']} | pred {_class(predicted[i], names)['name']} "
                  f"({probs[i, predicted[i]]:.2f})")
         if targets[i] != predicted[i]:
             title += f"\ntarget {_class(targets[i], names)['name']} ({probs[i, targets[i]]:.2f})"
         titles.append(title)
-        render.overlay(out / f"{stem}.png", x[i], result.heatmap[i], title)
+        item = {"index": i, "heatmap": f"{stem}.npy", "overlay": f"{stem}.png"}
+        if real is None:
+            np.save(out / f"{stem}.npy", result.raw[i])
+            render.overlay(out / f"{stem}.png", x[i], result.heatmap[i], title)
+        else:  # per real token: padding excluded from the .npy, the figure and the manifest
+            positions = np.flatnonzero(real[i])
+            np.save(out / f"{stem}.npy", result.raw[i][positions])
+            words = [_token(x[i, t], vocabulary) for t in positions]
+            shown.append((words, result.heatmap[i][positions]))
+            render.tokens(out / f"{stem}.png", words, result.heatmap[i][positions], title)
+            item["num_tokens"] = int(len(positions))
+            item["tokens"] = [{"position": int(t), "id": int(x[i, t]), "token": word,
+                               "attribution": float(result.raw[i, t])} for t, word in zip(positions, words)]
         images.append({
-            "index": i, "heatmap": f"{stem}.npy", "overlay": f"{stem}.png",
+            **item,
             "true": _class(labels[i], names), "predicted": _class(predicted[i], names),
             "probability": float(probs[i, predicted[i]]),
             "target": _class(targets[i], names), "target_probability": float(probs[i, targets[i]]),
             **{k: (bool(v[i]) if k == "pointing_hit" else float(v[i])) for k, v in per_image.items()},
         })
-    render.grid(out / "grid.png", x, result.heatmap, titles, f"{method} - {run.path.name} [{split}]")
+    suptitle = f"{method} - {run.path.name} [{split}]"
+    if real is None:
+        render.grid(out / "grid.png", x, result.heatmap, titles, suptitle)
+    else:
+        render.token_grid(out / "grid.png", shown, titles, suptitle)
 
     manifest = _clean({
         "method": method, "run": str(run.path), "checkpoint": checkpoint, "split": split, "num_images": n,
-        "target": spec, "params": params.model_dump(), "explainer": explainer.info, "raw": explainer.raw_description,
+        "input": "tokens" if real is not None else "images",
+        "target": spec, "params": _shown_params(params, real is not None), "explainer": explainer.info,
+        "raw": explainer.raw_description,
         "batch_size": batch_size, "explain_time_s": round(seconds, 3), "summary": summary, "images": images,
         "grid": "grid.png",
     })
     atomic_write(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     manifest["output"] = str(out)
     return manifest
+
+
+def _imports_tensorflow(cfg) -> bool:
+    """Whether building this run's data imports TensorFlow (tfds always; other sources when they
+    stream, `cache: file | none`), so it must be imported through runtime's quiet path first."""
+    cache = (cfg.data.params or {}).get("cache", "memory")
+    return cfg.data.dataset == "tfds" or cache in ("file", "none")
+
+
+def _shown_params(params, sequence: bool) -> dict:
+    """The explainer's params for the manifest; on token runs without the image-only IG baseline
+    options (the baseline is the padding embedding, as `explainer.baseline` says)."""
+    shown = params.model_dump()
+    if sequence:
+        for where in (shown, shown.get("base_params")):
+            if isinstance(where, dict) and "baseline" in where:
+                where["baseline"] = "padding"
+                where.pop("blur_sigma", None)
+    return shown
+
+
+def _token(token_id, vocabulary: list) -> str:
+    """A token's label: its vocabulary entry when the data set has one, else its id."""
+    token_id = int(token_id)
+    return str(vocabulary[token_id]) if 0 <= token_id < len(vocabulary) else str(token_id)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -191,12 +251,18 @@ def _mask_checks(heatmaps, masks, summary) -> dict:
     return {"pointing_hit": hits, "energy_in_mask": energy}
 
 
-def _sanity(component, params, model, x, targets, batch_size, heatmaps, seed, summary) -> np.ndarray:
-    """Randomisation test: the same explainer on a re-initialised copy of the model."""
+def _sanity(component, params, model, x, targets, batch_size, heatmaps, seed, summary, pad_id=0,
+            real=None) -> np.ndarray:
+    """Randomisation test: the same explainer on a re-initialised copy of the model (token runs:
+    the magnitudes of the real tokens' attributions)."""
     from nnrun.explain import checks
 
-    random_maps = component.builder(params, checks.randomised_model(model, seed)).explain(x, targets, batch_size).heatmap
-    rho = np.array([checks.spearman(a, b) for a, b in zip(heatmaps, random_maps)])
+    random_maps = component.builder(params, checks.randomised_model(model, seed)).explain(
+        x, targets, batch_size, pad_id=pad_id).heatmap
+    if real is None:
+        rho = np.array([checks.spearman(a, b) for a, b in zip(heatmaps, random_maps)])
+    else:
+        rho = np.array([checks.spearman(np.abs(a[r]), np.abs(b[r])) for a, b, r in zip(heatmaps, random_maps, real)])
     defined = np.isfinite(rho)
     summary.update({
         "sanity_rank_correlation": float(np.mean(rho[defined])) if defined.any() else None,

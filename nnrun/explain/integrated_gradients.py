@@ -6,6 +6,11 @@ softmax probability (or its logit). Correct where the seed was not: the target c
 quadrature whose weights sum to 1 (Gauss-Legendre by default: ~1e-4 relative error at 50 nodes
 where the seed's mean over linspace has ~2 %), and the completeness error reported per image:
 |sum(IG) - (F(x) - F(x'))| / |F(x) - F(x')|.
+
+Token inputs (as Captum's LayerIntegratedGradients): the path runs in embedding space, from the
+padding id's embedding at every real position (padding positions, and the model's padding mask,
+unchanged) to the tokens' embedding e; per token, sum_d (e - e')_d * the path-averaged gradient.
+The token attributions sum to F(x) - F(baseline), checked as for images.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ BASELINES = ("black", "blur", "uniform")
 
 class IGParams(Params):
     steps: int = Field(64, ge=1, le=4096, description="interpolation steps (quadrature nodes)")
-    baseline: str = Field("black", description="black | blur | uniform (noise) | a number (constant image)")
+    baseline: str = Field("black", description="black | blur | uniform (noise) | a number (constant image); "
+                                                "token sequences: always the padding embedding")
     quadrature: Literal["gauss-legendre", "trapezoid"] = Field("gauss-legendre", description="integration rule")
     panels: int = Field(
         4, ge=1, le=64,
@@ -98,23 +104,26 @@ def make_baseline(x: np.ndarray, p: IGParams) -> np.ndarray:
     return np.full_like(x, float(p.baseline))
 
 
-def integrated_gradients(grad, x, baseline, targets, nodes, weights, batch_size: int) -> np.ndarray:
-    """IG for every image: all (image, node) pairs in chunks of `batch_size` through `grad`.
+def integrated_gradients(grad, x, baseline, targets, nodes, weights, batch_size: int, context=None) -> np.ndarray:
+    """IG for every input: all (input, node) pairs in chunks of `batch_size` through `grad`.
 
-    `grad(x, targets) -> (scores, gradients)` is one compiled call per chunk; each chunk's
-    gradients are accumulated into their images as sum_k w_k g_k, so memory stays one chunk.
+    `grad(x, targets) -> (scores, gradients)` (`grad(x, targets, context)` when a per-input
+    `context` is given, e.g. the token ids under an embedding) is one compiled call per chunk;
+    each chunk's gradients are accumulated into their inputs as sum_k w_k g_k, so memory stays
+    one chunk. `x` may have any rank (images (N, H, W, C), embeddings (N, T, D)).
     """
     n, steps = len(x), len(nodes)
     image_of = np.repeat(np.arange(n), steps)
     node_of = np.tile(np.arange(steps), n)
     delta = x - baseline
     total = np.zeros(x.shape, np.float64)
+    per_input = (-1,) + (1,) * (x.ndim - 1)
     for start in range(0, n * steps, batch_size):
         img, k = image_of[start:start + batch_size], node_of[start:start + batch_size]
-        alpha = nodes[k].astype(np.float32)[:, None, None, None]
+        alpha = nodes[k].astype(np.float32).reshape(per_input)
         points = baseline[img] + alpha * delta[img]
-        _, g = grad(points, targets[img])
-        np.add.at(total, img, weights[k][:, None, None, None] * g.numpy())
+        _, g = grad(points, targets[img]) if context is None else grad(points, targets[img], context[img])
+        np.add.at(total, img, weights[k].reshape(per_input) * g.numpy())
     return (delta * total).astype(np.float32)
 
 
@@ -132,8 +141,15 @@ def completeness_error(attributions, f_x, f_baseline) -> np.ndarray:
         return np.where(np.abs(gap) > 1e-9, error / np.abs(gap), np.nan)
 
 
+TOKEN_BASELINE = ("padding: the padding id's embedding at every real token position; padding positions and "
+                  "the model's padding mask (computed from the real ids) unchanged")
+
+
 class IntegratedGradients(Explainer):
     raw_description = "attributions (H, W, C); they sum to F(x) - F(baseline) up to the completeness error"
+    token_description = ("attributions per token (T,), padding excluded: sum over the embedding dimension of "
+                         "(e - e') * path-averaged gradient; they sum to F(x) - F(baseline) up to the "
+                         "completeness error")
 
     def __init__(self, model, p: IGParams):
         super().__init__(model)
@@ -151,10 +167,37 @@ class IntegratedGradients(Explainer):
     def per_image(self, x, targets, raw, batch_size):
         f_x = scores_of(self.model, x, targets, self.p.score, batch_size)
         f_b = scores_of(self.model, self._baseline, targets, self.p.score, batch_size)
+        return self._completeness(raw, f_x, f_b)
+
+    def _completeness(self, raw, f_x, f_b):
         return {"completeness_error": completeness_error(raw, f_x, f_b),
                 "completeness_abs_error": completeness_abs_error(raw, f_x, f_b),
                 "completeness_conditioned": np.abs(f_x - f_b) >= self.p.min_gap,
                 "score": f_x, "baseline_score": f_b}
+
+    def attribute_tokens(self, inp, targets, batch_size):
+        from nnrun.explain.tokens import per_token
+
+        if self.p.baseline != "black":
+            from nnrun.errors import UsageError
+
+            raise UsageError(f"--baseline {self.p.baseline} applies to images; a token sequence's baseline is the "
+                             "padding embedding")
+        tm = self.token_model
+        self._baseline = tm.baseline(inp, batch_size)
+        self.info["baseline"] = TOKEN_BASELINE
+        grad = tm.gradient_fn(self.p.score)
+        attributions = integrated_gradients(grad, inp.embeddings, self._baseline, targets, self.nodes, self.weights,
+                                            batch_size, context=inp.tokens)
+        return per_token(attributions, inp.real)
+
+    def per_token(self, inp, targets, raw, batch_size):
+        from dataclasses import replace
+
+        tm = self.token_model
+        f_x = tm.gradients(inp, targets, self.p.score, batch_size)[0]
+        f_b = tm.gradients(replace(inp, embeddings=self._baseline), targets, self.p.score, batch_size)[0]
+        return self._completeness(raw, f_x, f_b)
 
 
 @register("explainer", "integrated-gradients", IGParams)

@@ -1,4 +1,5 @@
-"""Overlay PNGs (heatmap over the image, classes and probability in the title) and a grid.
+"""Overlay PNGs (heatmap over the image, classes and probability in the title) and a grid; for
+token sequences, the tokens in boxes coloured by their signed attribution (red for, blue against).
 
 Uses matplotlib's object API with the Agg canvas, so nothing depends on a display or on
 pyplot's global state.
@@ -55,5 +56,55 @@ def grid(path: Path, images, heatmaps, titles: list[str], suptitle: str = "") ->
         _draw(fig.add_subplot(rows, cols, i + 1), images[i], heatmaps[i], titles[i], 6.5)
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+TOKENS_PER_LINE = 16
+
+
+def _draw_tokens(ax, words: list[str], heat, title: str, fontsize: float, width: int | None = None) -> None:
+    """Tokens in reading order, wrapped every TOKENS_PER_LINE, each box coloured by its heat in
+    [-1, 1] on a diverging map (0 white); `width` boxes across (panels of a grid share one)."""
+    from matplotlib import colormaps
+    from matplotlib.patches import Rectangle
+
+    cmap = colormaps["RdBu_r"]
+    cols = max(1, min(TOKENS_PER_LINE, len(words)))
+    lines = max(1, math.ceil(len(words) / cols))
+    ax.set_xlim(0, max(cols, width or 0))
+    ax.set_ylim(lines, 0)
+    for k, (word, h) in enumerate(zip(words, np.asarray(heat, np.float64))):
+        row, col = divmod(k, cols)
+        ax.add_patch(Rectangle((col + 0.04, row + 0.08), 0.92, 0.84, facecolor=cmap((h + 1) / 2), edgecolor="0.6",
+                               linewidth=0.5))
+        ax.text(col + 0.5, row + 0.5, word if len(word) <= 8 else word[:7] + "…", ha="center", va="center",
+                fontsize=fontsize, color="white" if abs(h) > 0.65 else "black")
+    ax.set_title(title, fontsize=fontsize + 1)
+    ax.axis("off")
+
+
+def _token_lines(words) -> int:
+    return max(1, math.ceil(len(words) / TOKENS_PER_LINE))
+
+
+def tokens(path: Path, words: list[str], heat, title: str) -> None:
+    cols = max(1, min(TOKENS_PER_LINE, len(words)))
+    fig = _figure(max(3.4, 0.55 * cols), 0.9 + 0.5 * _token_lines(words))
+    _draw_tokens(fig.add_subplot(1, 1, 1), words, heat, title, 8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def token_grid(path: Path, rows: list[tuple[list[str], np.ndarray]], titles: list[str], suptitle: str = "") -> None:
+    """One panel per example, stacked; each panel as `tokens` draws it."""
+    heights = [0.45 + 0.45 * _token_lines(words) for words, _ in rows]
+    cols = max([min(TOKENS_PER_LINE, len(words)) for words, _ in rows] + [1])
+    fig = _figure(max(4.0, 0.5 * cols), sum(heights) + (0.4 if suptitle else 0))
+    spec = fig.add_gridspec(len(rows), 1, height_ratios=heights)
+    for i, ((words, heat), title) in enumerate(zip(rows, titles)):
+        _draw_tokens(fig.add_subplot(spec[i, 0]), words, heat, title.replace("\n", " | "), 6.5, cols)
+    if suptitle:
+        fig.suptitle(f"{suptitle}\nred: for the target class, blue: against", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
