@@ -125,6 +125,10 @@ def test_train_writes_the_after_fit_metrics(tmp_path: Path, text: str):
         assert 0 <= final["val_pair_accuracy"] <= 1 and final["train_pair_accuracy"] >= 0.5
         assert 0 <= final["pair_threshold"] <= 2  # unit-norm embeddings: distances in [0, 2]
         assert "val_half_margin_accuracy" in final or "val_loss" in final
-        evaluated = run_cli("evaluate", str(run), "--json")  # reloads the siamese checkpoint
+        evaluated = run_cli("evaluate", str(run), "--json", "--checkpoint", "last")  # reloads the siamese checkpoint
         assert evaluated.returncode == 0, evaluated.stderr
-        assert "half_margin_accuracy" in evaluated.stdout
+        scores = json.loads(evaluated.stdout)
+        assert "half_margin_accuracy" in scores
+        # the run's headline metric, at the threshold training chose (final metrics score the last model)
+        assert scores["pair_threshold"] == final["pair_threshold"]
+        assert scores["val_pair_accuracy"] == pytest.approx(final["val_pair_accuracy"])
