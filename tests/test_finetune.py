@@ -125,13 +125,13 @@ def test_backbone_learning_rate_and_weight_decay_are_scaled_per_variable():
     optimizer = keras.optimizers.SGD(learning_rate=0.1, weight_decay=0.01)
     optimizer.build(model.trainable_variables)
     scale_backbone_lr(optimizer, model.get_layer("body").trainable_weights, 0.25)
-    start = [np.array(v) for v in model.trainable_variables]
+    start = [v.numpy() for v in model.trainable_variables]
     grads = [np.ones_like(v) for v in start]
     optimizer.apply(grads, model.trainable_variables)
     for var, w0, g in zip(model.trainable_variables, start, grads):
         lr = 0.1 * (0.25 if var.path.startswith("body") else 1.0)
         expected = w0 - w0 * lr * 0.01 - lr * g  # decoupled decay at the variable's own rate, then the step
-        np.testing.assert_allclose(np.array(var), expected, rtol=1e-6, err_msg=var.path)
+        np.testing.assert_allclose(var.numpy(), expected, rtol=1e-6, err_msg=var.path)
 
 
 @pytest.mark.slow
