@@ -1,17 +1,22 @@
 """`image_folder`: a user's own images, one subfolder per class.
 
 Layouts: `path/train/<class>/*` with an optional `path/val/` (or `validation/`, `test/`), or
-`path/<class>/*` with `validation_split`. With `cache: memory` (default) images of any size and
-mode are decoded with Pillow and resized to `image_size` once, at build time, so a corrupt or
-non-image file is reported by name before a run directory exists
+`path/<class>/*` with `validation_split`. Every cache mode decodes with the same Pillow path
+(decode.py: any format and mode Pillow reads, 16-bit scaled to 8, EXIF orientation applied,
+alpha dropped, BILINEAR resize to `image_size`), so a file gives the same pixels in each.
+With `cache: memory` (default) the images are decoded once, at build time, so a corrupt or
+non-image file is reported by name, with the reason, before a run directory exists
 (keras.utils.image_dataset_from_directory would fail inside a tf.data op mid-training instead).
-With `cache: file | none` (data larger than memory, see stream.py) tf.data decodes them; every
-file's header is still checked by name first.
+With `cache: file | none` (data larger than memory, see stream.py) tf.data decodes them through
+decode.tf_batch_decoder; every file is still checked by name first (decode.check_file), a cache write
+names every file that does not decode, and a file that stops decoding during training (changed
+after the check) fails the run with its name and reason.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -19,13 +24,13 @@ import numpy as np
 from pydantic import Field
 
 from nnrun.components.data.base import DataBundle, Split
+from nnrun.components.data.decode import UnreadableImage, check_file, decode_file, tf_batch_decoder
 from nnrun.components.data.preprocess import ImagePreprocess, finish_images, finish_streams, holdout_mask
-from nnrun.components.data.stream import StreamOptions, cached, reuse
+from nnrun.components.data.stream import StreamOptions, cache_path, cached, reuse
 from nnrun.errors import ConfigError
 from nnrun.registry import register
 
 VAL_DIRS = ("val", "validation")
-TF_FORMATS = {"JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP"}  # what tf.io.decode_image reads (MPO: camera JPEGs)
 
 
 class ImageFolderParams(ImagePreprocess, StreamOptions):
@@ -58,22 +63,22 @@ def _list(root: Path, classes: list[str]) -> tuple[list[Path], np.ndarray]:
     return files, np.asarray(labels, np.int32)
 
 
-def _named(files: list[Path]) -> str:
-    """The first three files, and how many more."""
-    return ", ".join(str(f) for f in files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+def _named(bad: list) -> str:
+    """The first three (file, reason) pairs, and how many more."""
+    return ", ".join(f"{f} ({why})" for f, why in bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
 
 
 def _keep_readable(files: list[Path], labels: np.ndarray, bad: list, p: ImageFolderParams):
-    """Fail naming the unreadable files, or (skip_invalid) drop them with a line on stderr each."""
+    """Fail naming the unreadable files, or (skip_invalid) drop them with a line on stderr each.
+    `bad` holds (file, reason) pairs."""
     if bad and not p.skip_invalid:
-        raise ConfigError(f"{len(bad)} file(s) are not readable images: {_named([f for f, _ in bad])} "
-                          f"(remove them or set skip_invalid: true)", "data.params.path")
+        raise ConfigError(f"{len(bad)} file(s) are not readable images: {_named(bad)}; "
+                          f"remove them or set skip_invalid: true", "data.params.path")
     if bad:
         import sys
 
-        for file, exc in bad:
-            print(f"image_folder: skipped {file}: {exc if isinstance(exc, str) else type(exc).__name__}",
-                  file=sys.stderr)
+        for file, why in bad:
+            print(f"image_folder: skipped {file}: {why}", file=sys.stderr)
     skipped = {f for f, _ in bad}
     keep = np.array([f not in skipped for f in files], bool)
     if not keep.any():
@@ -81,74 +86,106 @@ def _keep_readable(files: list[Path], labels: np.ndarray, bad: list, p: ImageFol
     return [f for f, k in zip(files, keep) if k], labels[keep]
 
 
+def _channels(p: ImageFolderParams) -> int:
+    return 3 if p.color_mode == "rgb" else 1
+
+
+def _each(work, files: list[Path]) -> list:
+    """work(file) for every file, in order, on a few threads (Pillow releases the GIL while it
+    decodes and resizes); an UnreadableImage is returned in the file's place."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def safe(file):
+        try:
+            return work(file)
+        except UnreadableImage as exc:
+            return exc
+
+    workers = min(8, os.cpu_count() or 1)
+    if workers == 1 or len(files) < 64:
+        return [safe(f) for f in files]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(safe, files))
+
+
 def _load(files: list[Path], labels: np.ndarray, p: ImageFolderParams) -> Split:
     """Decode and resize every file into memory (cache: memory)."""
-    from PIL import Image, UnidentifiedImageError
+    x = np.empty((len(files), p.image_size, p.image_size, _channels(p)), np.uint8)
 
-    mode = "RGB" if p.color_mode == "rgb" else "L"
-    images, bad = [], []
-    for file in files:
-        try:
-            with Image.open(file) as img:
-                images.append(np.asarray(img.convert(mode).resize((p.image_size, p.image_size),
-                                                                  Image.Resampling.BILINEAR), dtype=np.uint8))
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            bad.append((file, exc))
-    _, labels = _keep_readable(files, labels, bad, p)
-    x = np.stack(images)
-    return Split(x[..., None] if x.ndim == 3 else x, labels)
+    def into(i_file):
+        x[i_file[0]] = decode_file(i_file[1], p.image_size, _channels(p))
+
+    results = _each(into, list(enumerate(files)))
+    bad = [(file, str(r)) for file, r in zip(files, results) if isinstance(r, UnreadableImage)]
+    if bad:
+        keep = np.array([not isinstance(r, UnreadableImage) for r in results], bool)
+        _, labels = _keep_readable(files, labels, bad, p)
+        x = x[keep]
+    return Split(x, labels)
 
 
 def _check_files(files: list[Path], labels: np.ndarray, p: ImageFolderParams):
-    """Streamed: check each file's header with Pillow (no pixel decoding), and that TensorFlow's
-    decoder reads its format, so a bad file is named now rather than failing a tf.data op later."""
-    from PIL import Image, UnidentifiedImageError
-
-    bad = []
-    for file in files:
-        try:
-            with Image.open(file) as img:
-                fmt = img.format
-                img.verify()
-            if fmt not in TF_FORMATS:
-                bad.append((file, f"{fmt} is not decoded by TensorFlow (use cache: memory, or convert to PNG/JPEG)"))
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-            bad.append((file, exc))
-    return _keep_readable(files, labels, bad, p)
+    """Streamed: check each file up front (decode.check_file: the header, a PNG's checksums, a
+    JPEG's end marker; other formats are decoded), so a bad file is named now rather than
+    failing a tf.data op later."""
+    results = _each(check_file, files)
+    return _keep_readable(files, labels, [(f, str(r)) for f, r in zip(files, results) if r is not None], p)
 
 
-def _decoder(p: ImageFolderParams):
+DECODE_BATCH = 32  # files per Python call: the call's overhead is most of the cost of a small JPEG
+
+
+def _decoded(p: ImageFolderParams, files: list[Path], labels: np.ndarray, on_failure: str,
+             failures: list | None = None):
+    """The dataset of (uint8 image, label) of `files` (which passed the up-front check), in order,
+    decoded by decode.tf_batch_decoder (decode_file, DECODE_BATCH files per call, calls in
+    parallel). What a file that still does not decode (or changed since) does:
+
+    - "record" (writing the file cache): a blank image, and (path, reason) appended to `failures`.
+      The write must not raise: Dataset.save deadlocks on an error after its first element
+      (tensorflow#61736). The caller discards such a cache and names the files.
+    - "fail" (cache: none): a line naming the file and the reason on stderr, then an error that
+      stops the run (Keras reports it as "Graph execution error", hence the line first).
+    - "blank" (cache: none with skip_invalid): the same line, and a blank image in its place, so
+      the epoch keeps its length and the labels and the resume position stay right.
+    """
+    import sys
+
     import tensorflow as tf
 
-    def decode(path, label):
-        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        if p.color_mode == "grayscale":
-            image = tf.image.rgb_to_grayscale(image)
-        image = tf.image.resize(image, (p.image_size, p.image_size), antialias=True)
-        return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8), label
+    decode = tf_batch_decoder(p.image_size, _channels(p))
 
-    return decode
+    def note(path, error):
+        failures.append((os.fsdecode(path), error.decode(errors="replace")))
+        return np.bool_(True)
 
+    def check(path, label, image, error):
+        ok = tf.equal(error, "")
+        if on_failure == "record":
+            done = tf.cond(ok, lambda: tf.constant(True), lambda: tf.numpy_function(note, [path, error], tf.bool,
+                                                                                    stateful=True))
+        else:
+            message = tf.strings.join(["image_folder: cannot decode ", path, ": ", error,
+                                       " (skip_invalid: a blank image stands in for it)" if on_failure == "blank"
+                                       else ""])
+            done = tf.cond(ok, tf.no_op, lambda: tf.print(message, output_stream=sys.stderr))
+            if on_failure == "fail":
+                with tf.control_dependencies([done]):
+                    done = tf.debugging.Assert(ok, [message], summarize=1, name="image_folder_decode")
+        with tf.control_dependencies([done]):
+            return tf.identity(image), label
 
-def _undecodable(files: list[Path], p: ImageFolderParams):
-    """After a failed cache write: the ConfigError naming the files TensorFlow cannot decode, or
-    None when they all decode (the write failed for another reason, e.g. a full disk)."""
-    import tensorflow as tf
-
-    decode, bad = _decoder(p), []
-    for file in files:
-        try:
-            decode(tf.constant(str(file)), 0)
-        except tf.errors.OpError:
-            bad.append(file)
-    if not bad:
-        return None
-    return ConfigError(f"TensorFlow cannot decode {len(bad)} file(s): {_named(bad)}", "data.params.path")
+    ds = tf.data.Dataset.from_tensor_slices(([str(f) for f in files], labels)).batch(DECODE_BATCH)
+    ds = ds.map(lambda paths, ys: (paths, ys, *decode(paths)), num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True)
+    return ds.unbatch().map(check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def _stream(name: str, files: list[Path], labels: np.ndarray, p: ImageFolderParams):
     """Streamed split: (raw dataset function, labels); decoded by tf.data per epoch or into the file cache.
     An existing file cache of the same listing is reused without opening the files again."""
+    import shutil
+
     listing = hashlib.sha256("\n".join(f"{f.resolve()}|{s.st_size}|{s.st_mtime_ns}"
                                         for f, s in ((f, f.stat()) for f in files)).encode()).hexdigest()
     key = {"source": "image_folder", "split": name, "image_size": p.image_size, "color_mode": p.color_mode,
@@ -161,14 +198,29 @@ def _stream(name: str, files: list[Path], labels: np.ndarray, p: ImageFolderPara
     # them. The stream (and its cache) therefore holds the files in one fixed, seeded order.
     order = np.random.default_rng(p.seed).permutation(len(files))
     files, labels = [files[i] for i in order], labels[order]
+    if p.cache == "none":
+        return cached(lambda: _decoded(p, files, labels, "blank" if p.skip_invalid else "fail"), key, p,
+                      labels), labels
 
-    def make():
-        import tensorflow as tf
+    def write(files: list[Path], labels: np.ndarray):
+        """The file cache's reader, and the (file, reason) of files that did not decode. Such a
+        cache holds blanks for them, so it is removed again (a file can pass the check and still
+        not decode, e.g. corrupt pixel data behind a valid header)."""
+        failures: list = []
+        read = cached(lambda: _decoded(p, files, labels, "record", failures), key, p, labels)
+        if failures:
+            shutil.rmtree(cache_path(key, p), ignore_errors=True)
+        by_name = {str(f): f for f in files}
+        return read, sorted((by_name.get(f, Path(f)), why) for f, why in failures)
 
-        paths = tf.data.Dataset.from_tensor_slices(([str(f) for f in files], labels))
-        return paths.map(_decoder(p), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-
-    return cached(make, key, p, labels, on_error=lambda exc: _undecodable(files, p)), labels
+    read, bad = write(files, labels)
+    if bad:
+        files, labels = _keep_readable(files, labels, bad, p)  # raises unless skip_invalid
+        read, bad = write(files, labels)
+        if bad:  # files changing while they are read
+            raise ConfigError(f"{len(bad)} file(s) stopped decoding while the cache was written: {_named(bad)}",
+                              "data.params.path")
+    return read, labels
 
 
 def _splits(root: Path, classes: list[str], parts: dict[str, Path], p: ImageFolderParams) -> dict:
@@ -221,7 +273,7 @@ def build(p: ImageFolderParams) -> DataBundle:
     listed = _splits(root, classes, parts, p)
     if p.cache != "memory":
         streams = _per_split(listed, lambda name, files, labels: _stream(name, files, labels, p))
-        channels = 3 if p.color_mode == "rgb" else 1
-        return finish_streams(streams, p, classes, len(classes), "image_folder", (p.image_size, p.image_size, channels))
+        return finish_streams(streams, p, classes, len(classes), "image_folder",
+                              (p.image_size, p.image_size, _channels(p)))
     splits = _per_split(listed, lambda name, files, labels: _load(files, labels, p))
     return finish_images(splits, p, classes, len(classes), "image_folder")
