@@ -245,3 +245,17 @@ def test_siamese_shares_one_encoder_and_normalises_embeddings():
     np.testing.assert_allclose(np.linalg.norm(ab, axis=-1), 1.0, rtol=1e-5)
     direct = np.asarray(encoder(a))
     np.testing.assert_allclose(ab[:, 0], direct / np.linalg.norm(direct, axis=-1, keepdims=True), rtol=1e-4, atol=1e-5)
+
+
+def test_a_model_built_without_the_preprocessing_layers_gets_them_in_front():
+    """A plugin's model that knows nothing of DataBundle.preprocess still sees preprocessed inputs."""
+    from nnrun.components.models.inputs import has_preprocessing, with_preprocessing
+
+    inputs = keras.Input((4, 4, 1))
+    plain = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(inputs))
+    data = DataBundle({}, (4, 4, 1), 2, preprocess={"rescale": 0.5, "mean": [1.0], "std": [2.0]})
+    wrapped = with_preprocessing(plain, data)
+    assert has_preprocessing(wrapped) and not has_preprocessing(plain)
+    x = np.random.default_rng(0).integers(0, 255, (3, 4, 4, 1)).astype("float32")
+    np.testing.assert_allclose(np.asarray(wrapped(x)), np.asarray(plain((x * 0.5 - 1.0) / 2.0)), rtol=1e-5)
+    assert with_preprocessing(wrapped, data) is wrapped  # never twice
