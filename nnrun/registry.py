@@ -25,6 +25,7 @@ CATALOG = (
     "nnrun.components.data.tfds_source",
     "nnrun.components.data.augment",
     "nnrun.components.models.resnet",
+    "nnrun.components.models.keras_app",
     "nnrun.components.losses.crossentropy",
     "nnrun.components.data.sequences",
     "nnrun.components.data.pairs",
