@@ -122,3 +122,15 @@ def test_deterministic_runs_are_bit_identical(trained, cli):
         return [{k: v for k, v in r.items() if k not in ("epoch_time_s", "train_time_s")} for r in rows if r["split"] == "train"]
 
     assert metrics(run) == metrics(other)
+
+
+def test_a_failed_pipeline_assertion_is_reported_by_its_own_message():
+    import tensorflow as tf
+
+    from nnrun.engine.train import failure_reason
+
+    message = ("Graph execution error:\n\nDetected at node image_folder_decode\nassertion failed: "
+               "[image_folder: cannot decode /data/x.png: truncated file]\n\t [[{{node Assert}}]]")
+    assert failure_reason(tf.errors.InvalidArgumentError(None, None, message)) == \
+        "image_folder: cannot decode /data/x.png: truncated file"
+    assert failure_reason(ValueError("bad\nmore")) == "ValueError: bad"

@@ -190,7 +190,7 @@ def train(cfg: RunConfig, argv: list[str], out: Output, resume: RunDir | None = 
             run.finish("failed", reason=str(exc))
             raise RunFailed(f"{exc} (run directory: {run.path})") from exc
         except Exception as exc:  # noqa: BLE001 - any failure is recorded, then reported in one line
-            reason = f"{type(exc).__name__}: {first_line(exc)}"
+            reason = failure_reason(exc)
             if type(exc).__name__ == "UnavailableError" and is_multi_worker(prepared.strategy):
                 reason = ("another worker stopped or became unreachable; resume every worker with "
                           f"`nnrun train --resume RUN_DIR` ({reason[-160:]})")
@@ -207,6 +207,16 @@ def train(cfg: RunConfig, argv: list[str], out: Output, resume: RunDir | None = 
 
 
 AFTER_TRAINING = "after the last epoch (--resume writes the final metrics)"
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line for run.json and stderr. A failed tf.debugging.Assert inside the input pipeline
+    (e.g. image_folder's "cannot decode FILE: reason") reaches fit as "Graph execution error:";
+    its own message is what the user needs."""
+    import re
+
+    found = re.search(r"assertion failed: \[(.+?)\]", str(exc))
+    return found.group(1) if found else f"{type(exc).__name__}: {first_line(exc)}"
 
 
 def _training_done(run: RunDir, cfg: RunConfig, position: dict) -> bool:
