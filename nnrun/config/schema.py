@@ -108,8 +108,9 @@ class EarlyStoppingConfig(Section):
 
 class TrainConfig(Section):
     epochs: int = Field(10, gt=0, description="number of epochs")
-    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = Field(
-        "float32", description="Keras dtype policy"
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16", "auto"] = Field(
+        "float32", description="Keras dtype policy; auto: mixed_bfloat16 on a CPU with AVX512_BF16/AMX (no GPU), "
+        "else float32 (run.json records the choice and why)"
     )
     jit_compile: bool = Field(False, description="XLA-compile the train step")
     steps_per_execution: int = Field(1, gt=0, description="batches per compiled call (fewer Python round trips)")

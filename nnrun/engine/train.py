@@ -245,7 +245,7 @@ def _truncate_metrics(run: RunDir, epochs_done: int) -> list[dict]:
 
 
 def _fit(p: Prepared, run: RunDir, out: Output, guard: SignalGuard) -> dict:
-    from nnrun.components.techniques.mixed_precision import effective_precision
+    from nnrun.components.techniques.mixed_precision import auto_precision, effective_precision
     from nnrun.engine import build, runtime, snapshot
 
     cfg = p.cfg
@@ -253,6 +253,7 @@ def _fit(p: Prepared, run: RunDir, out: Output, guard: SignalGuard) -> dict:
     run.update(
         versions={**run.read().get("versions", {}), **env["versions"]}, device=env["device"],
         precision=effective_precision(cfg.train), dtype_policy=p.model.dtype_policy.name,
+        **({"precision_auto": auto_precision()[1]} if cfg.train.precision == "auto" else {}),
         techniques={t_name: t.record() for t_name, t in p.ctx.techniques.items()},
         model={"name": cfg.model.name, "parameters": int(p.model.count_params())},
         data=p.data.describe(),
