@@ -295,6 +295,31 @@ def test_eight_concurrent_runs_get_distinct_directories(tiny_config, tmp_path):
         assert json.loads((Path(d) / "run.json").read_text())["status"] == "completed"
 
 
+def test_an_epoch_whose_input_ends_early_fails_the_run_and_is_not_backed_up(tiny_config, monkeypatch):
+    """Keras ends an epoch whose input runs out early with a warning only ("Your input ran out of
+    data"); nnrun must not record it as a complete epoch: the run fails, naming the shortfall, and
+    its backup stays at the last complete position."""
+    from nnrun.config import load_config
+    from nnrun.engine import pipeline
+    from nnrun.engine.train import Output, train
+    from nnrun.errors import RunFailed
+
+    original = pipeline.train_dataset
+
+    def short(*args, **kwargs):
+        ds = original(*args, **kwargs)
+        return ds if kwargs.get("preview") else ds.take(5)
+
+    monkeypatch.setattr(pipeline, "train_dataset", short)
+    with pytest.raises(RunFailed, match="ended after 5 of 16 batches in epoch 1"):
+        train(load_config(tiny_config, ["train.epochs=1"]), ["nnrun", "train"],
+              Output(console=None, progress=False, epoch_lines=False))
+    (run,) = (Path(str(tiny_config).replace("tiny.yaml", "runs")) / "tiny").iterdir()
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "failed" and "ended after 5 of 16 batches" in record["reason"]
+    assert position(run) == {"epoch": 0, "step": 0, "iterations": 0}
+
+
 @pytest.mark.parametrize("sets, stop_epoch", [
     (["train.epochs=2"], 2),  # the last epoch
     (["train.epochs=6", "train.early_stopping={monitor: val_loss, patience: 1, min_delta: 100}"], 2),  # early stop

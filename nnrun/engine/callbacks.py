@@ -172,6 +172,13 @@ class Backup(keras.callbacks.Callback):
             value = (logs or {}).get(key)
             if value is not None and not math.isfinite(float(value)):
                 raise NonFiniteLoss(epoch + 1, self.step)
+        if self.step < self.steps and not self.model.stop_training:
+            # Keras ends an epoch whose input ran out early with only a warning ("Your input ran
+            # out of data"); backing it up as complete would make the run and its resume wrong.
+            from nnrun.errors import RunFailed
+
+            raise RunFailed(f"the training input ended after {self.step} of {self.steps} batches "
+                            f"in epoch {epoch + 1}")
         self.epoch, self.step, self.skip = epoch + 1, 0, 0
         self.save()
 
