@@ -362,20 +362,24 @@ def predict(
 @app.command(cls=Command)
 @handled
 def sweep(
-    sweep_file: Path = typer.Argument(..., metavar="SWEEP_FILE", help="Sweep YAML: base config plus grid / zip / random / seeds."),
-    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Trials run in parallel (CPU threads are shared; one per GPU)."),
-    commands: bool = typer.Option(False, "--print-commands", help="Print one `nnrun train` line per trial instead of running."),
+    sweep_file: Path = typer.Argument(..., metavar="SWEEP_FILE", help="Sweep YAML: base config plus grid / zip / random / seeds, or a search: block."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Trials (search: workers) run in parallel (CPU threads are shared; one per GPU)."),
+    commands: bool = typer.Option(False, "--print-commands", help="Print one `nnrun train` line per trial (search: one worker command per --jobs) instead of running."),
     fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop the sweep at the first failed trial."),
     metric: Optional[str] = typer.Option(None, "--metric", help="Sort the summary by this final metric (default: the sweep's metric:, else train.monitor)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Sweep directory (default RUNS_ROOT/sweeps/NAME)."),
     plugin: list[str] = typer.Option([], "--plugin", help=PLUGIN_HELP),
+    worker: bool = typer.Option(False, "--worker", help="Search: join the study named by search.storage and pull trials until its budget is spent (one per host, or --jobs N here)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Search worker: TensorFlow CPU threads for its trials (runtime.threads)."),
+    worker_process: bool = typer.Option(False, "--worker-process", hidden=True),  # a search supervisor's child
 ):
-    """Run every trial of a sweep (skipping completed ones); the last line printed is the sweep directory."""
+    """Run every trial of a sweep (skipping completed ones), or a search; the last line printed is the sweep directory."""
     from nnrun.sweep.command import sweep_command
 
     _load_plugins(plugin)
     sweep_command(sweep_file, jobs=jobs, commands_only=commands, fail_fast=fail_fast, metric=metric, out=out,
-                  console=stdout, say=lambda line: stderr.print(escape(line), highlight=False, soft_wrap=True))
+                  console=stdout, say=lambda line: stderr.print(escape(line), highlight=False, soft_wrap=True),
+                  worker=worker, threads=threads, worker_process=worker_process)
 
 
 @app.command(cls=Command)

@@ -33,7 +33,25 @@ class RunFailed(NNRunError):
     prefix = "run failed"
 
 
+class Pruned(Exception):
+    """A search trial its pruner stopped after `epoch` (nnrun/search): recorded as `pruned`, not failed.
+    `final_metrics` are the metrics of that last epoch; `nnrun train` sets `run_dir` when re-raising."""
+
+    def __init__(self, epoch: int, final_metrics: dict, detail: str = ""):
+        self.epoch, self.final_metrics, self.run_dir = epoch, final_metrics, None
+        super().__init__(f"pruned at epoch {epoch}" + (f" ({detail})" if detail else ""))
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (its type name when the message is empty)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: unwinds like Ctrl-C (exit 143). The sweep runner and the search worker and
+    supervisor install `raise_terminated` as their SIGTERM handler."""
+
+
+def raise_terminated(signum, frame):
+    raise Terminated()

@@ -20,6 +20,9 @@ from nnrun.errors import UsageError
 RUN_JSON = "run.json"
 CONFIG_YAML = "config.yaml"
 METRICS = "metrics.jsonl"
+# run.json "status": running until it ends; completed, failed (reason says why), interrupted
+# (Ctrl-C / SIGTERM; resumable), pruned (a search trial its pruner stopped, `pruned_at_epoch`).
+STATUSES = ("running", "completed", "failed", "interrupted", "pruned")
 
 
 def file_mode() -> int:
@@ -172,6 +175,8 @@ class RunDir:
                     prior_time_s=round(prior, 2), attempt_started_at=_now_precise())
 
     def finish(self, status: str, reason: str | None = None, **fields: Any) -> None:
+        if status not in STATUSES:
+            raise ValueError(f"unknown run status {status!r}")
         record = self.read()
         start = _timestamp(record.get("attempt_started_at") or record.get("started_at"))
         wall = None

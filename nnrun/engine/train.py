@@ -14,13 +14,24 @@ from dataclasses import dataclass
 
 from nnrun.config import RunConfig
 from nnrun.engine.rundir import RunDir, atomic_write
-from nnrun.errors import ConfigError, NNRunError, RunFailed, first_line
+from nnrun.errors import ConfigError, NNRunError, Pruned, RunFailed, Terminated, first_line
 
 FINAL_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM outside a training step: unwinds like Ctrl-C (exit 143)."""
+def final_of(history: list[dict], monitor: str, higher_is_better: bool) -> dict:
+    """final_metrics from epoch rows ({"epoch": N, metric: value, ...}): the last epoch's
+    FINAL_KEYS, and best_<monitor> / best_epoch over the epochs with a finite monitor value."""
+    import math
+
+    last = history[-1]
+    final = {k: last[k] for k in FINAL_KEYS if k in last}
+    seen = [r for r in history if isinstance(r.get(monitor), (int, float)) and not math.isnan(r[monitor])]
+    if seen:
+        best = (max if higher_is_better else min)(seen, key=lambda r: r[monitor])
+        final[f"best_{monitor}"] = best[monitor]
+        final["best_epoch"] = best["epoch"]
+    return final
 
 
 @dataclass
@@ -71,6 +82,7 @@ class Prepared:
     ctx: object
     strategy: object
     init: dict | None = None  # what model.init_from loaded (run.json "init")
+    extra_callbacks: tuple = ()  # appended after nnrun's own (a search trial's pruning reporter)
 
 
 def prepare(cfg: RunConfig, run_dir=None, lr_scale: float = 1.0) -> Prepared:
@@ -136,8 +148,9 @@ def _check_monitors(cfg: RunConfig, data) -> None:
 
 
 def train(cfg: RunConfig, argv: list[str], out: Output, resume: RunDir | None = None,
-          changes: list[str] | None = None) -> RunDir:
-    """Train a new run (or continue `resume`) and leave it completed, failed or interrupted."""
+          changes: list[str] | None = None, extra_callbacks=()) -> RunDir:
+    """Train a new run (or continue `resume`) and leave it completed, failed or interrupted
+    (or pruned: an `extra_callbacks` Keras callback may raise errors.Pruned at the end of fit)."""
     from nnrun.engine.distribute import is_multi_worker
 
     lr_scale = 1.0
@@ -145,6 +158,7 @@ def train(cfg: RunConfig, argv: list[str], out: Output, resume: RunDir | None = 
         lr_scale = cfg.train.rollback_lr_factor ** len(resume.read().get("rollbacks", []))
     prepared = prepare(cfg, run_dir=resume.path if resume else None, lr_scale=lr_scale)
     _check_workers_agree(prepared, resume)
+    prepared.extra_callbacks = tuple(extra_callbacks)
     if resume is None:
         from nnrun.engine.distribute import worker_runs_root
 
@@ -185,6 +199,18 @@ def train(cfg: RunConfig, argv: list[str], out: Output, resume: RunDir | None = 
             done = snapshot.exists(backup) and _training_done(run, cfg, snapshot.read_position(backup))
             run.finish("interrupted", reason=f"{name} {AFTER_TRAINING}" if done else name)
             exc.run_dir, exc.resumable = run.path, snapshot.exists(backup)
+            raise
+        except Pruned as exc:  # a search trial stopped by its pruner: not a failure
+            run.finish("pruned", reason=str(exc), pruned_at_epoch=exc.epoch, final_metrics=exc.final_metrics)
+            exc.run_dir = run.path
+            try:  # what a finished run has: learning curves and report.html
+                from nnrun.engine import plots
+                from nnrun.results.report import write_report
+
+                plots.learning_curves(run.read_metrics(), run.plots / "learning_curves.png", title=cfg.name)
+                write_report(run.path)
+            except Exception:  # noqa: BLE001 - a figure that cannot be drawn must not fail the run
+                pass
             raise
         except NNRunError as exc:
             run.finish("failed", reason=str(exc))
@@ -374,6 +400,7 @@ def _fit_segments(p: Prepared, run: RunDir, out: Output, guard: SignalGuard, bac
         common.append(callbacks.RichProgress(epochs, steps, out.console))
     elif out.epoch_lines:
         common.append(callbacks.EpochLines(epochs))
+    common.extend(p.extra_callbacks)  # after the epoch is logged, checkpointed and backed up
 
     val_ds = pipeline.eval_dataset(
         p.data.split("val"), batch_size=cfg.data.eval_batch_size or cfg.data.batch_size,
@@ -414,13 +441,7 @@ def _fit_segments(p: Prepared, run: RunDir, out: Output, guard: SignalGuard, bac
     history = metrics_log.history
     if not history:
         raise RunFailed("no epoch completed")
-    last_row = history[-1]
-    final = {k: last_row[k] for k in FINAL_KEYS if k in last_row}
-    if any(monitor in r for r in history):
-        pick = max if mode == "max" else min
-        best = pick((r for r in history if monitor in r), key=lambda r: r[monitor])
-        final[f"best_{monitor}"] = best[monitor]
-        final["best_epoch"] = best["epoch"]
+    final = final_of(history, monitor, mode == "max")
     from nnrun.engine.metrics import final_metrics  # per-class recall / balanced acc, or pair accuracy
     final.update(final_metrics(model, p.data, cfg, val_ds))
     return final

@@ -24,6 +24,7 @@ h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:1.6em;border-bottom:1px soli
 th,td{border:1px solid #ddd;padding:.25em .6em;text-align:right}th{background:#f5f5f7}
 td:first-child,th:first-child{text-align:left}pre{background:#f5f5f7;padding:1em;overflow:auto;font-size:12px}
 img{max-width:100%;border:1px solid #eee}.completed{color:#1a7f37}.failed,.interrupted{color:#cf222e}
+.pruned{color:#9a6700}
 figure{margin:1em 0}figcaption{color:#666}
 """
 
@@ -70,6 +71,7 @@ def render(run_dir: str | Path) -> str:
     ]
     facts = [["started", record.get("started_at")], ["ended", record.get("ended_at")],
              ["wall time (s)", record.get("wall_time_s")], ["epochs", record.get("epochs_completed")],
+             ["pruned at epoch", record.get("pruned_at_epoch")],
              ["seed", record.get("seed")], ["config hash", (record.get("config_hash") or "")[:12]],
              ["model parameters", (record.get("model") or {}).get("parameters")],
              ["device", (record.get("device") or {}).get("accelerator")],

@@ -24,7 +24,7 @@ from nnrun.config import resolve
 from nnrun.config.loader import read_yaml_file
 from nnrun.engine.rundir import CONFIG_YAML, RunDir
 from nnrun.results.runs import find_runs
-from nnrun.errors import ConfigError
+from nnrun.errors import ConfigError, raise_terminated
 from nnrun.sweep.spec import Sweep, Trial, identity
 
 POLL_S = 0.2
@@ -43,10 +43,6 @@ class Outcome:
     wall_time_s: float | None = None
     reason: str | None = None
     returncode: int | None = None
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM to the sweep: stop like Ctrl-C (exit 143), terminating the running trials."""
 
 
 def cpu_count() -> int:
@@ -189,7 +185,7 @@ class Runner:
         self.on_change(self.ordered())
         running: list[_Running] = []
         free = list(self.slots)
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        previous = signal.signal(signal.SIGTERM, raise_terminated)  # stop like Ctrl-C (exit 143)
         stopping = False
         try:
             while running or (queue and not stopping):
@@ -260,17 +256,18 @@ class Runner:
 
     def _terminate(self, running: list[_Running]) -> None:
         """SIGTERM each trial (it records itself as interrupted), then wait; kill stragglers."""
-        for job in running:
-            if job.proc.poll() is None:
-                job.proc.terminate()
-        deadline = time.monotonic() + TERMINATE_GRACE_S
-        for job in running:
-            try:
-                job.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                job.proc.kill()
-                job.proc.wait()
+        terminate([job.proc for job in running])
 
 
-def _on_sigterm(signum, frame):
-    raise Terminated()
+def terminate(procs: list[subprocess.Popen], grace: float = TERMINATE_GRACE_S) -> None:
+    """SIGTERM each process still running, wait up to `grace` seconds for all, kill stragglers."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

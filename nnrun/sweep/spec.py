@@ -11,6 +11,9 @@ A sweep file names a base config and how to vary it:
     seeds: [0, 1]                  # repeats (the run's `seed`)
     metric: val_accuracy           # what the summary table sorts by
 
+or, instead of grid/zip/random/seeds, a `search:` block with `params:` (nnrun/search: Optuna
+samples the trials while the study runs).
+
 Trials are the cartesian product of the grid, the zip rows, the random samples and the seeds
 (each block that is absent counts as one empty row). Every trial is an ordinary `nnrun train
 BASE --set ...` command; the sweep adds `name` (from the trial's overrides),
@@ -35,6 +38,7 @@ from nnrun.config.loader import _KEY, apply_overrides, load_raw, parse_yaml, rea
 from nnrun.config.resolve import raise_validation, resolve
 from nnrun.config.schema import NAME_PATTERN, check_name, name_problem
 from nnrun.errors import ConfigError
+from nnrun.search.spec import SearchPlan, SearchSpec, plan_search
 
 # Keys the sweep itself sets on every trial.
 RESERVED = ("name", "runtime.runs_root", "runtime.threads")
@@ -45,17 +49,21 @@ class _Strict(BaseModel):
 
 
 class Distribution(_Strict):
-    """Exactly one of choice / uniform / loguniform."""
+    """Exactly one of choice / uniform / loguniform / int."""
 
     choice: list[Any] | None = Field(None, min_length=1, description="pick one value uniformly")
     uniform: tuple[float, float] | None = Field(None, description="[low, high]")
     loguniform: tuple[float, float] | None = Field(None, description="[low, high], low > 0; uniform in log space")
+    int_: tuple[int, int] | None = Field(None, alias="int", description="[low, high], integers, both included")
 
     @model_validator(mode="after")
     def _one(self):
-        given = [k for k in ("choice", "uniform", "loguniform") if getattr(self, k) is not None]
+        given = [k for k in ("choice", "uniform", "loguniform", "int_") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one of choice: [...], uniform: [low, high], loguniform: [low, high]")
+            raise ValueError("give exactly one of choice: [...], uniform: [low, high], loguniform: [low, high], "
+                             "int: [low, high]")
+        if self.int_ is not None and not self.int_[0] < self.int_[1]:
+            raise ValueError(f"low must be < high, got [{self.int_[0]}, {self.int_[1]}]")
         bounds = self.uniform or self.loguniform
         if bounds is not None:
             if not bounds[0] < bounds[1]:
@@ -67,6 +75,8 @@ class Distribution(_Strict):
     def sample(self, rng) -> Any:
         if self.choice is not None:
             return self.choice[int(rng.integers(len(self.choice)))]
+        if self.int_ is not None:
+            return int(rng.integers(self.int_[0], self.int_[1] + 1))
         low, high = self.uniform or self.loguniform
         value = rng.uniform(low, high) if self.uniform else math.exp(rng.uniform(math.log(low), math.log(high)))
         return float(f"{value:.4g}")  # 4 significant digits: readable names and --set values
@@ -87,6 +97,8 @@ class SweepSpec(_Strict):
     random: RandomSpec | None = Field(None, description="random search")
     seeds: list[int] | None = Field(None, min_length=1, description="repeat every trial with these seeds")
     metric: str | None = Field(None, description="metric the summary sorts by (default: base train.monitor)")
+    search: SearchSpec | None = Field(None, description="Optuna search (with params:) instead of grid/zip/random")
+    params: dict[str, Distribution] = Field(default_factory=dict, description="search: dotted key -> distribution")
 
     @field_validator("name", mode="before")
     @classmethod
@@ -109,6 +121,14 @@ class SweepSpec(_Strict):
                              ", ".join(f"{k}: {len(v)}" for k, v in self.zip_.items()))
         if self.seeds is not None and (len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0):
             raise ValueError("seeds: must be distinct integers >= 0")
+        if self.search is not None:
+            blocks = [k for k, v in (("grid", self.grid), ("zip", self.zip_), ("random", self.random),
+                                     ("seeds", self.seeds)) if v]
+            if blocks:
+                raise ValueError(f"search: samples its own trials; remove {', '.join(blocks)} "
+                                 "(fixed values go in set:)")
+        elif self.params:
+            raise ValueError("params: belongs to a search: block (random: has its own params)")
         return self
 
 
@@ -130,6 +150,7 @@ class Sweep:
     metric: str
     trials: list[Trial]
     swept: list[str] = field(default_factory=list)  # swept keys, in order
+    search: SearchPlan | None = None  # a search: sweep (its trials are sampled while it runs)
 
 
 def identity(cfg: RunConfig) -> str:
@@ -238,7 +259,7 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
     spec = load_spec(path)
     seen: dict[str, str] = {}
     for block, keys in (("set", spec.set_), ("grid", spec.grid), ("zip", spec.zip_),
-                        ("random.params", spec.random.params if spec.random else {}),
+                        ("random.params", spec.random.params if spec.random else {}), ("params", spec.params),
                         ("seeds", {"seed": None} if spec.seeds else {})):
         for key in keys:
             _check_key(key, f"{path}: {block}")
@@ -257,6 +278,9 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
     if problem:
         raise ConfigError(f"{path}: the sweep name from the file name: {problem}; add name: to the file")
     directory = Path(out) if out else Path(base_cfg.runtime.runs_root) / "sweeps" / name
+    if spec.search is not None:
+        plan = plan_search(path, spec.search, spec.params, raw, shared, base_cfg, spec.metric)
+        return Sweep(path, name, base, directory, plan.metric, [], list(spec.params), plan)
     rows = _rows(spec)
     trials, seen_names = [], set()
     for row, trial_name in zip(rows, trial_names(rows, base_cfg.name)):
