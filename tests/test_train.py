@@ -134,3 +134,32 @@ def test_a_failed_pipeline_assertion_is_reported_by_its_own_message():
     assert failure_reason(tf.errors.InvalidArgumentError(None, None, message)) == \
         "image_folder: cannot decode /data/x.png: truncated file"
     assert failure_reason(ValueError("bad\nmore")) == "ValueError: bad"
+
+
+def test_steps_per_execution_trains_the_same_epochs(trained, cli):
+    """4 batches per compiled call over 16-batch epochs: every epoch sees exactly its own
+    batches, so the metrics equal the one-batch-per-call run's (op determinism on)."""
+    run, _, config = trained
+    res = cli("train", str(config), "--set", "train.steps_per_execution=4")
+    assert res.returncode == 0, res.stderr
+    assert "ran out of data" not in res.stderr
+
+    def metrics(path):
+        rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in r.items() if k not in ("epoch_time_s", "train_time_s")} for r in rows]
+
+    assert metrics(Path(res.stdout.strip().splitlines()[-1])) == metrics(run)
+
+
+def test_steps_per_execution_that_splits_an_epoch_is_refused(trained, cli):
+    """Keras would let each epoch's last call run into the next epoch's batches, and the input
+    would run out before the last epoch ends (found by the ResNet-20 benchmark)."""
+    _, _, config = trained
+    runs = config.parent / "runs"
+    before = sorted(runs.rglob("run.json"))
+    res = cli("train", str(config), "--set", "train.steps_per_execution=3")
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines()[-1].startswith("config error: train.steps_per_execution: 3 does not divide "
+                                                          "the 16 batches of an epoch")
+    assert "use one of 1, 2, 4, 8, 16" in res.stderr
+    assert sorted(runs.rglob("run.json")) == before

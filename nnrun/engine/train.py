@@ -102,6 +102,7 @@ def prepare(cfg: RunConfig, run_dir=None, lr_scale: float = 1.0) -> Prepared:
         )
     ctx = build.technique_context(cfg, data, run_dir)
     labels, steps = ctx.label_mode, ctx.steps_per_epoch
+    _check_steps_per_execution(cfg.train.steps_per_execution, steps)
     techniques = build.build_techniques(cfg, ctx)
     for technique in techniques:
         technique.check(data)
@@ -127,6 +128,17 @@ def prepare(cfg: RunConfig, run_dir=None, lr_scale: float = 1.0) -> Prepared:
             raise ConfigError(f"model {cfg.model.name!r} does not fit data set {cfg.data.dataset!r}: "
                               f"{first_line(exc)}", "model") from None
     return Prepared(cfg, data, model, labels, steps, techniques, ctx, strategy, init)
+
+
+def _check_steps_per_execution(per_call: int, steps: int) -> None:
+    """Keras' fit runs whole calls of steps_per_execution batches from one iterator over all
+    epochs: when that does not divide an epoch's batches, each epoch's last call takes batches
+    of the next epoch, so epochs (and resume positions) drift and the input runs out before the
+    last epoch ends. Refuse it before anything is created."""
+    if steps % per_call:
+        divisors = [str(d) for d in range(1, steps + 1) if steps % d == 0]
+        raise ConfigError(f"{per_call} does not divide the {steps} batches of an epoch (each call would run into "
+                          f"the next epoch's batches); use one of {', '.join(divisors)}", "train.steps_per_execution")
 
 
 def _check_monitors(cfg: RunConfig, data) -> None:
