@@ -52,52 +52,15 @@ def child_json(cmd: list[str]) -> dict:
 
 
 def baseline(epochs: int) -> None:
-    """The hand-written Keras loop: same data, model, optimizer, schedule, loss, batch size."""
+    """The hand-written Keras loop (bench_ceiling.hand_written_fit): same data, model, optimizer,
+    schedule, loss, batch size."""
     import resource
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-    import tensorflow as tf
+    from bench_ceiling import hand_written_fit
 
-    from nnrun.components.data.shapes import ShapesParams, build as build_shapes
-    from nnrun.components.models.resnet import ResNetParams, build as build_resnet
-    from nnrun.config import load_config
-
-    cfg = load_config(QUICKSTART)
-    keras.utils.set_random_seed(cfg.seed)
-    data = build_shapes(ShapesParams(**cfg.data.params))
-    train, val = data.splits["train"], data.splits["val"]
-    k = data.num_classes
-    bs = cfg.data.batch_size
-    train_ds = (tf.data.Dataset.from_tensor_slices((train.x, tf.one_hot(train.y, k)))
-                .shuffle(len(train), seed=cfg.seed).batch(bs).prefetch(tf.data.AUTOTUNE))
-    val_ds = tf.data.Dataset.from_tensor_slices((val.x, tf.one_hot(val.y, k))).batch(bs).cache()
-    model = build_resnet(ResNetParams(**cfg.model.params), data)
-    steps = -(-len(train) // bs)
-    schedule = keras.optimizers.schedules.CosineDecay(0.0, steps * epochs - steps, warmup_target=cfg.optimizer.learning_rate,
-                                                      warmup_steps=steps)
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=cfg.optimizer.weight_decay),
-                  loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.05),
-                  metrics=["accuracy"])
-
-    class Timer(keras.callbacks.Callback):
-        rows: list = []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.t0, self.train = time.perf_counter(), None
-
-        def on_test_begin(self, logs=None):
-            if self.train is None:
-                self.train = time.perf_counter() - self.t0
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.rows.append({"epoch": epoch + 1, "train_time_s": self.train,
-                              "epoch_time_s": time.perf_counter() - self.t0, "val_accuracy": logs["val_accuracy"]})
-
-    timer = Timer()
-    model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=[timer], verbose=0)
+    rows, num_train = hand_written_fit(QUICKSTART, epochs)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"rows": timer.rows, "peak_rss_mb": peak, "num_train": len(train)}))
+    print(json.dumps({"rows": rows, "peak_rss_mb": peak, "num_train": num_train}))
 
 
 def nnrun_child(epochs: int, runs_root: str) -> None:

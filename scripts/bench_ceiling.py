@@ -200,11 +200,13 @@ def nnrun_rate(config: Path, epochs: int, num_train: int, sets: list[str] = (), 
         return throughput([r for r in rows if r.get("split") == "train"], num_train)
 
 
-def keras_child(spec: str) -> None:
+def hand_written_fit(config: Path, epochs: int, num_train: int | None = None, precision: str = "float32",
+                     jit_compile: bool = False) -> tuple[list[dict], int]:
     """The hand-written Keras loop for a config: the data set's arrays through
     from_tensor_slices().shuffle().batch().prefetch(), the same model builder, AdamW with the
-    same warm-up cosine, label-smoothed cross-entropy from logits, `model.fit`."""
-    s = json.loads(spec)
+    same warm-up cosine, the config's label-smoothed cross-entropy from logits, `model.fit`.
+    Returns per-epoch rows (train_time_s: until validation starts) and the training-set size.
+    scripts/bench.py's fit_ratio baseline is this loop too."""
     _tf()
     import keras
     import tensorflow as tf
@@ -213,12 +215,12 @@ def keras_child(spec: str) -> None:
     from nnrun.components.models.resnet import ResNetParams, build as build_resnet
     from nnrun.config import load_config
 
-    cfg = load_config(s["config"])
+    cfg = load_config(config)
     keras.utils.set_random_seed(cfg.seed)
-    keras.config.set_dtype_policy(s.get("precision", "float32"))
-    data = build_shapes(ShapesParams(**{**cfg.data.params, "num_train": s["num_train"]}))
+    keras.config.set_dtype_policy(precision)
+    data = build_shapes(ShapesParams(**{**cfg.data.params, **({"num_train": num_train} if num_train else {})}))
     train, val = data.splits["train"], data.splits["val"]
-    k, bs, epochs = data.num_classes, cfg.data.batch_size, s["epochs"]
+    k, bs = data.num_classes, cfg.data.batch_size
     train_ds = (tf.data.Dataset.from_tensor_slices((train.x, tf.one_hot(train.y, k)))
                 .shuffle(len(train), seed=cfg.seed).batch(bs).prefetch(tf.data.AUTOTUNE))
     val_ds = tf.data.Dataset.from_tensor_slices((val.x, tf.one_hot(val.y, k))).batch(bs).cache()
@@ -226,9 +228,10 @@ def keras_child(spec: str) -> None:
     steps = -(-len(train) // bs)
     schedule = keras.optimizers.schedules.CosineDecay(0.0, steps * epochs - steps, warmup_target=cfg.optimizer.learning_rate,
                                                       warmup_steps=steps)
+    smoothing = cfg.loss.params.get("label_smoothing", 0.0)
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=cfg.optimizer.weight_decay),
-                  loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.05),
-                  metrics=["accuracy"], jit_compile=s.get("jit_compile", False))
+                  loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=smoothing),
+                  metrics=["accuracy"], jit_compile=jit_compile)
 
     class Timer(keras.callbacks.Callback):
         rows: list = []
@@ -241,11 +244,19 @@ def keras_child(spec: str) -> None:
                 self.train = time.perf_counter() - self.t0
 
         def on_epoch_end(self, epoch, logs=None):
-            self.rows.append({"epoch": epoch + 1, "train_time_s": self.train})
+            self.rows.append({"epoch": epoch + 1, "train_time_s": self.train,
+                              "epoch_time_s": time.perf_counter() - self.t0, "val_accuracy": logs["val_accuracy"]})
 
     timer = Timer()
     model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=[timer], verbose=0)
-    print(json.dumps({"images_per_s": throughput(timer.rows, len(train))}))
+    return timer.rows, len(train)
+
+
+def keras_child(spec: str) -> None:
+    s = json.loads(spec)
+    rows, n = hand_written_fit(Path(s["config"]), s["epochs"], s["num_train"], s.get("precision", "float32"),
+                               s.get("jit_compile", False))
+    print(json.dumps({"images_per_s": throughput(rows, n)}))
 
 
 def keras_rate(config: Path, epochs: int, num_train: int, precision: str = "float32", env: dict | None = None) -> float:
@@ -326,7 +337,7 @@ SETTINGS = {
     "default": ([], {}),
     "threads=1": (["runtime.threads=1"], {}),
     "intra=2,inter=1": ([], {"TF_NUM_INTRAOP_THREADS": "2", "TF_NUM_INTEROP_THREADS": "1"}),
-    "steps_per_execution=8": (["train.steps_per_execution=8"], {}),
+    "steps_per_execution=4": (["train.steps_per_execution=4"], {}),  # divides the 20 (40) batches of an epoch
     "jit_compile": (["train.jit_compile=true"], {}),
     "onednn_off": ([], {"TF_ENABLE_ONEDNN_OPTS": "0"}),
     "deterministic=false": (["runtime.deterministic=false"], {}),
