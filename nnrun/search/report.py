@@ -43,6 +43,7 @@ def collect(study: Study, metric: str | None = None) -> dict:
             "value": value, "epochs": res.get("epochs", steps[-1] if steps else 0),
             "curve": [[s, t.intermediate_values[s]] for s in steps],
             "final_metrics": res.get("final_metrics") or {}, "wall_time_s": res.get("wall_time_s"),
+            "trial_s": res.get("seconds"),  # the trial in its worker: config, model build, training, result
             "run_dir": res.get("run_dir"), "reason": reason, "replaces": ua.get("nnrun_replaces"),
             "host": worker_of(t).get("host"),
         })
@@ -110,11 +111,11 @@ def write(directory: Path, info: dict, swept: list[str]) -> None:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["trial", "name", *swept, "status", info["metric"] + " (study)", "epochs", *metrics,
-                     "wall_time_s", "run_dir", "reason"])
+                     "wall_time_s", "trial_s", "run_dir", "reason"])
     for r in rows:
         writer.writerow([r["trial"], _cell(r["name"]), *(_cell(r["params"].get(k)) for k in swept), r["status"],
                          _cell(r["value"]), _cell(r["epochs"]), *(_cell(r["final_metrics"].get(m)) for m in metrics),
-                         _cell(r["wall_time_s"]), _cell(r["run_dir"]), _cell(r["reason"])])
+                         _cell(r["wall_time_s"]), _cell(r["trial_s"]), _cell(r["run_dir"]), _cell(r["reason"])])
     atomic_write(directory / "sweep.csv", buf.getvalue())
     summary = {k: v for k, v in info.items() if k not in ("rows", "sort_metric")}
     atomic_write(directory / "search.json", json.dumps(summary, indent=2, default=str) + "\n")

@@ -34,8 +34,9 @@ from nnrun.config import RunConfig
 from nnrun.errors import ConfigError
 
 # What trials can log per epoch (engine/build.py build_metrics: accuracy, or
-# half_margin_accuracy for pairs; plus the loss), with and without val_. The worker checks
-# the exact list for its data set before it claims a trial; this catches typos without TensorFlow.
+# half_margin_accuracy for pairs; plus the loss), with and without val_: this catches typos
+# without TensorFlow. A name another data set logs (val_accuracy on pairs) fails each trial at
+# its first epoch, naming what the trial logs (search/pruning.py).
 LOGGED = ("loss", "accuracy", "half_margin_accuracy")
 # scheme://user:password@host (when SQLAlchemy cannot parse the URL), or ?password=...: a
 # password written in the sweep file would travel with it
