@@ -74,10 +74,7 @@ ARCHITECTURES: dict[str, tuple[str, int]] = {
     "Xception": ("xception", 71),
     "InceptionV3": ("inception_v3", 75),
 }
-Architecture = Literal[
-    "ResNet50", "ResNet50V2", "MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large",
-    "EfficientNetB0", "EfficientNetV2B0", "ConvNeXtTiny", "DenseNet121", "VGG16", "Xception", "InceptionV3",
-]
+Architecture = Literal[tuple(ARCHITECTURES)]  # the table's names, in its order
 
 # Layer names this module adds around the backbone (models/inputs.py's RESCALE: its presence
 # tells engine/build.py that the model handles the data set's rescaling itself).
