@@ -461,6 +461,42 @@ def test_a_worker_leaves_the_runtime_to_its_trials(tmp_path):
     assert res.stdout.split()[-1] == "configurable"
 
 
+GRAPH_PROBE = """\
+import gc, sys
+import keras
+from tensorflow.python.framework.func_graph import FuncGraph
+from nnrun.search import worker
+from nnrun.sweep import load_sweep
+
+clear = keras.backend.clear_session
+
+def counting_clear(*args, **kwargs):  # called before each trial: what the earlier trials left alive
+    clear(*args, **kwargs)
+    print(sum(isinstance(o, FuncGraph) for o in gc.get_objects()), flush=True)
+
+keras.backend.clear_session = counting_clear
+worker.Worker(load_sweep(sys.argv[1]), say=lambda line: print(line, file=sys.stderr)).run()
+gc.collect()
+print(sum(isinstance(o, FuncGraph) for o in gc.get_objects()), flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_warm_worker_does_not_keep_its_finished_trials_graphs(tmp_path):
+    """TensorFlow's gradient registry keeps every traced train step of a process alive
+    (tensorflow#97697); a worker that runs many trials must not grow by a traced model per trial."""
+    path = make_search(tmp_path, "name: graphs\nsearch: {trials: 4, sampler: random, pruner: none}\n"
+                                 "params: {optimizer.learning_rate: {loguniform: [0.001, 0.01]}}\n",
+                       cheap=CHEAP.replace("train.epochs: 3", "train.epochs: 1"))
+    res = subprocess.run([sys.executable, "-c", GRAPH_PROBE, str(path)], capture_output=True, text=True, cwd=ROOT,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr
+    live = [int(n) for n in res.stdout.split()]  # before trials 0..3, then after the last
+    assert len(live) == 5
+    # Without the release each finished trial leaves its traced graph: [0, 1, 2, 3, 4].
+    assert live[-1] <= live[1], live
+
+
 # -- one warm worker: pruning, the summary, and exact reproducibility ---------------------------
 
 @pytest.fixture(scope="module")
