@@ -27,11 +27,12 @@ def _variables(model) -> dict[str, list]:
     return {"model": model.variables, "optimizer": optimizer, "metrics": model.metrics_variables}
 
 
-def build_for_restore(model, sample_batch) -> None:
-    """Create optimizer and metric variables before a restore (they are otherwise lazy)."""
+def build_for_restore(model, batch_spec) -> None:
+    """Create optimizer and metric variables before a restore (they are otherwise lazy).
+    `batch_spec`: a batch, or its structure of tf.TensorSpec (only shapes and dtypes are used)."""
     # `_symbolic_build` is what Model.fit calls before its first step; calling it here makes the
     # variable lists complete and in the same order as in the run that saved them.
-    model._symbolic_build(data_batch=sample_batch)
+    model._symbolic_build(data_batch=batch_spec)
 
 
 def save(model, directory: Path, position: dict) -> None:
