@@ -7,6 +7,7 @@ train or load models, so `--help`, `validate`, `components` and `schema` answer 
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 import typing
@@ -33,7 +34,7 @@ app = typer.Typer(
 # Not a terminal (pipes, CI logs): wide enough that tables never fold run names or numbers.
 stdout = Console(width=None if sys.stdout.isatty() else 200)
 stderr = Console(stderr=True)
-_state = {"debug": False}
+_state = {"debug": False, "console_entry": False}
 
 
 @app.callback()
@@ -380,6 +381,12 @@ def sweep(
     sweep_command(sweep_file, jobs=jobs, commands_only=commands, fail_fast=fail_fast, metric=metric, out=out,
                   console=stdout, say=lambda line: stderr.print(escape(line), highlight=False, soft_wrap=True),
                   worker=worker, threads=threads, worker_process=worker_process)
+    if _state["console_entry"]:
+        # Every result is written and closed (atomic files, the study's database disposed):
+        # skip the interpreter's teardown of matplotlib, Optuna and SQLAlchemy (0.3-0.5 s).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 @app.command(cls=Command)
@@ -442,6 +449,7 @@ def _fail(prefix: str, message: str, code: int, last_line: str | None = None) ->
 
 def main() -> None:
     """Console entry point."""
+    _state["console_entry"] = True  # a process of its own (not typer's CliRunner in a test)
     app()
 
 

@@ -520,7 +520,7 @@ def warm_search(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_warm_worker_prunes_and_summarises(warm_search):
+def test_warm_worker_prunes_and_summarises(warm_search, tmp_path):
     path, directory, res, _ = warm_search
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().splitlines()[-1] == str(directory)
@@ -558,6 +558,14 @@ def test_warm_worker_prunes_and_summarises(warm_search):
     result = json.loads(compared.stdout)
     assert result["config"]["optimizer.learning_rate"] == [1e-5, 0.01, 2e-5]
     assert result["metrics"]["status"] == ["completed", "completed", "pruned"]
+    # the sweep exits without interpreter teardown, after closing the study: study.db alone is whole
+    assert not (directory / "study.db-wal").exists()
+    alone = tmp_path / "copied.db"
+    shutil.copy(directory / "study.db", alone)
+    import optuna
+
+    copied = optuna.load_study(study_name="warm", storage=f"sqlite:///{alone}")
+    assert sorted(t.state.name for t in copied.trials) == ["COMPLETE", "COMPLETE", "PRUNED"]
     # a finished study: running it again trains nothing and prints the same summary
     again = run_cli("sweep", str(path), cwd=path.parent)
     assert again.returncode == 0, again.stderr

@@ -84,8 +84,11 @@ def search_command(sweep: Sweep, *, jobs: int = 1, commands_only: bool = False, 
     from nnrun.search.study import Study
 
     study = Study(sweep.search, sweep.name, sweep.directory, say)  # a missing URL variable: one line here
-    Supervisor(sweep, study, slots, per_worker, say, program or [sys.executable, "-m", "nnrun"]).run()
-    return summarise(sweep, study, metric, console, say)
+    try:
+        Supervisor(sweep, study, slots, per_worker, say, program or [sys.executable, "-m", "nnrun"]).run()
+        return summarise(sweep, study, metric, console, say)
+    finally:
+        study.close()
 
 
 def summarise(sweep: Sweep, study, metric: str | None, console, say) -> Path:

@@ -215,6 +215,12 @@ class Study:
                                      f"{self.storage.scrub(first_line(exc))}{hint}") from None
                 time.sleep(0.3 + random.random())
 
+    def close(self) -> None:
+        """Close the storage's connections (SQLite: the last one folds the write-ahead log into
+        study.db), so the database is whole even if the process then exits without teardown."""
+        if self.rdb is not None:
+            self.rdb.engine.dispose()
+
     def open(self, wait_s: float = 120.0) -> None:
         """Create the study with its budget, or join it; UsageError if the stored study was made
         from another search (a changed sweep file under the same name)."""
