@@ -21,7 +21,10 @@ noisy), and prints a readable table and, last, one JSON object with every figure
                       once) and for a random: sweep (one `nnrun train` process per trial); target
                       <= 1 s for the warm worker. `sweep.warm.overhead_beyond_trials_s` subtracts the
                       worker's whole time per trial instead (model build and compile included): what
-                      the runner itself adds (start-up, the one TensorFlow import, the summary)
+                      the runner itself adds (start-up, the one TensorFlow import, the summary).
+                      `sweep.warm.floor_s`: the part no runner can remove, the one TensorFlow import
+                      (`tensorflow_import_s`, a fresh process) / 8 plus each trial's own preparation
+                      before its run clock starts (`prepare_s`: in-worker time minus run time)
 
   peaks, mfu          scripts/bench_ceiling.py: measured matmul / 3x3-conv FLOP/s (fp32, bf16 where the
                       CPU has it) and model FLOP utilisation of quickstart and ResNet-20, nnrun and Keras
@@ -293,8 +296,21 @@ def sweep_figures() -> dict:
                 rows = [json.loads(line) for line in (Path(tmp) / label / "sweep.jsonl").read_text().splitlines()]
                 in_worker = statistics.mean(r["trial_s"] for r in rows)
                 out[label].update(mean_trial_in_worker_s=round(in_worker, 2),
-                                  overhead_beyond_trials_s=round(wall / len(rows) - in_worker, 2))
+                                  overhead_beyond_trials_s=round(wall / len(rows) - in_worker, 2),
+                                  prepare_s=round(in_worker - mean, 2))
+    imported = tensorflow_import_s()
+    out["warm"].update(tensorflow_import_s=imported,
+                       floor_s=round(imported / SWEEP_TRIALS + out["warm"]["prepare_s"], 2))
     return {"sweep_overhead_s": {k: v["overhead_s"] for k, v in out.items()}, "sweep": out}
+
+
+def tensorflow_import_s(repeats: int = 3) -> float:
+    """Median time of nnrun's TensorFlow import (Keras and device discovery) in a fresh process."""
+    code = ("import time; t = time.perf_counter(); from nnrun.engine import runtime; "
+            "runtime.import_tensorflow(); print(time.perf_counter() - t)")
+    times = [float(subprocess.run([PY, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                                  check=True).stdout.split()[-1]) for _ in range(repeats)]
+    return round(statistics.median(times), 2)
 
 
 def main() -> None:
