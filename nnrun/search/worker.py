@@ -59,9 +59,9 @@ def released_gradient_registrations():
 
     In graph mode every tf.custom_gradient call (Keras' all-reduce of the gradients, in each
     traced train step) registers a gradient function in a global registry that TensorFlow never
-    prunes, and that function holds the trial's whole traced graph (tensorflow#97697): here 30-45
-    MB and about 29,000 objects per trial, which also make every later clear_session slower. The
-    entries a trial registered serve only that trial's graphs, which nothing uses afterwards."""
+    prunes, and that function holds the trial's whole traced graph (tensorflow#97697): about
+    29,000 objects and 20-30 MB per quickstart trial, for as long as the worker runs. The entries
+    a trial registered serve only that trial's graphs, which nothing uses afterwards."""
     try:
         from tensorflow.python.framework import ops
 
