@@ -38,7 +38,7 @@ def batch_key(tf, seed: int, epoch, step, salt: int):
 
 
 def train_dataset(split: Split, *, batch_size: int, seed: int, num_classes: int, label_mode: str,
-                  first_epoch: int, last_epoch: int, skip_steps: int = 0, techniques=(), preview: bool = False):
+                  first_epoch: int, last_epoch: int, skip_steps: int = 0, techniques=()):
     """Batches for epochs [first_epoch, last_epoch) (after skipping `skip_steps` batches).
 
     Elements are (inputs, labels). Keras' fit keeps one iterator across epochs when
@@ -48,8 +48,7 @@ def train_dataset(split: Split, *, batch_size: int, seed: int, num_classes: int,
 
     techniques = sorted(techniques, key=lambda t: t.priority)
     if split.stream is not None:
-        buffer = 1 if preview else split.shuffle_buffer  # preview: one batch for shapes, no buffer to fill
-        return _finish(_streamed_batches(tf, split, batch_size, seed, first_epoch, last_epoch, buffer), tf, seed,
+        return _finish(_streamed_batches(tf, split, batch_size, seed, first_epoch, last_epoch), tf, seed,
                        num_classes, label_mode, skip_steps, techniques, gather=None)
     x = tf.constant(split.x)
     y = tf.constant(split.y)
@@ -73,8 +72,7 @@ def train_dataset(split: Split, *, batch_size: int, seed: int, num_classes: int,
                    gather=lambda index: (tf.gather(x, index), tf.gather(y, index)))
 
 
-def _streamed_batches(tf, split: Split, batch_size: int, seed: int, first_epoch: int, last_epoch: int,
-                      buffer: int):
+def _streamed_batches(tf, split: Split, batch_size: int, seed: int, first_epoch: int, last_epoch: int):
     """(epoch, step, (x, y)) batches of a streamed split: a shuffle buffer seeded by (seed, epoch),
     holding the compact (uint8) examples; the float transform runs on whole batches after it."""
     source = split.stream()
@@ -87,7 +85,7 @@ def _streamed_batches(tf, split: Split, batch_size: int, seed: int, first_epoch:
         # which raises for a tensor op seed when the global seed is 0 (e.g. `seed: 0`). A fixed seed
         # for this traced function's own graph avoids that; the order depends on shuffle_seed only.
         tf.random.set_seed(1)
-        shuffled = source.shuffle(buffer, seed=shuffle_seed).batch(batch_size)
+        shuffled = source.shuffle(split.shuffle_buffer, seed=shuffle_seed).batch(batch_size)
         batches = shuffled.map(split.transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).enumerate()
         return batches.map(lambda step, xy: (epoch, step, xy))
 

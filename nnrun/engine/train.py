@@ -349,7 +349,7 @@ def batch_spec(cfg: RunConfig, data, labels: str, techniques):
 
     return pipeline.train_dataset(
         data.split("train"), batch_size=cfg.data.batch_size, seed=cfg.seed, num_classes=data.num_classes,
-        label_mode=labels, first_epoch=0, last_epoch=1, techniques=techniques, preview=True).element_spec
+        label_mode=labels, first_epoch=0, last_epoch=1, techniques=techniques).element_spec
 
 
 def _split_at(segments: list[tuple], boundaries: list[int]) -> list[tuple]:
