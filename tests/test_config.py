@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from nnrun.config import apply_overrides, config_hash, load_config, load_raw, to_yaml
-from nnrun.config.loader import parse_yaml
+from nnrun.config.safe_yaml import parse_yaml
 from nnrun.errors import ConfigError
 
 BASE = """

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nnrun.config import resolve
-from nnrun.config.loader import read_yaml_file
+from nnrun.config.safe_yaml import read_yaml_file
 from nnrun.engine.rundir import CONFIG_YAML, RunDir
 from nnrun.errors import UsageError, first_line
 

@@ -139,7 +139,7 @@ def parse_filter(text: str) -> tuple[str, str, str]:
 
 
 def _parse(raw: str) -> Any:
-    from nnrun.config.loader import parse_yaml
+    from nnrun.config.safe_yaml import parse_yaml
 
     try:
         return parse_yaml(raw, "--filter") if raw else None

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from nnrun.config import resolve
-from nnrun.config.loader import read_yaml_file
+from nnrun.config.safe_yaml import read_yaml_file
 from nnrun.engine.rundir import CONFIG_YAML, RunDir
 from nnrun.results.runs import find_runs
 from nnrun.errors import ConfigError, raise_terminated

@@ -34,7 +34,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from nnrun.config import RunConfig, config_hash
-from nnrun.config.loader import _KEY, apply_overrides, load_raw, parse_yaml, read_yaml_file
+from nnrun.config.loader import _KEY, apply_overrides, load_raw
+from nnrun.config.safe_yaml import parse_yaml, read_yaml_file
 from nnrun.config.resolve import raise_validation, resolve
 from nnrun.config.schema import NAME_PATTERN, check_name, name_problem
 from nnrun.errors import ConfigError
