@@ -6,19 +6,16 @@ config written to a run directory is exactly what ran and can be rerun as-is.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
-import types
-import typing
 from pathlib import Path
-from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from nnrun import registry
 from nnrun.config.loader import apply_overrides, load_raw
+from nnrun.config.messages import key_path, raise_validation, show_value
 from nnrun.config.schema import RunConfig
 from nnrun.errors import ConfigError
 
@@ -30,108 +27,6 @@ COMPONENT_SLOTS = (
     (("optimizer",), "optimizer", "name", "params"),
     (("optimizer", "schedule"), "schedule", "name", "params"),
 )
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, str):
-        return repr(value)
-    if isinstance(value, (dict, list)):
-        text = json.dumps(value, default=str)
-        return text if len(text) < 60 else text[:57] + "..."
-    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-
-
-def _num(value: Any) -> str:
-    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
-
-
-def _submodel(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        for arg in typing.get_args(annotation):
-            found = _submodel(arg)
-            if found:
-                return found
-    return None
-
-
-def _model_at(root: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
-    model = root
-    for part in loc:
-        if model is None or not isinstance(part, str) or part not in model.model_fields:
-            return None
-        model = _submodel(model.model_fields[part].annotation)
-    return model
-
-
-def _bounds(root: type[BaseModel], loc: tuple) -> str:
-    parent = _model_at(root, loc[:-1])
-    if parent is None or not isinstance(loc[-1], str) or loc[-1] not in parent.model_fields:
-        return ""
-    parts = []
-    for meta in parent.model_fields[loc[-1]].metadata:
-        for attr, sym in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
-            if getattr(meta, attr, None) is not None:
-                parts.append(f"{sym} {_num(getattr(meta, attr))}")
-    return " " + " and ".join(parts) if parts else ""
-
-
-def describe_error(err: dict, root: type[BaseModel]) -> str:
-    """One pydantic error -> a short human message (without the key path)."""
-    kind, loc, got = err["type"], tuple(err["loc"]), err.get("input")
-    ctx = err.get("ctx", {})
-    if kind == "missing":
-        return "required key is missing"
-    if kind == "extra_forbidden":
-        parent = _model_at(root, loc[:-1])
-        valid = list(parent.model_fields) if parent else []
-        close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
-        hint = f"; did you mean {close[0]!r}?" if close else (f"; valid keys: {', '.join(valid)}" if valid else "")
-        return f"unknown key {loc[-1]!r}{hint}"
-    if kind in ("float_parsing", "float_type", "finite_number"):
-        return f"expected a number{_bounds(root, loc)}, got {_show(got)}"
-    if kind in ("int_parsing", "int_type", "int_from_float"):
-        return f"expected an integer{_bounds(root, loc)}, got {_show(got)}"
-    if kind in ("bool_parsing", "bool_type"):
-        return f"expected true or false, got {_show(got)}"
-    if kind in ("string_type",):
-        return f"expected a string, got {_show(got)}"
-    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        sym = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[kind]
-        bound = next(iter(ctx.values()), "?")
-        return f"expected a value {sym} {_num(bound)}, got {_show(got)}"
-    if kind == "literal_error":
-        return f"expected one of {ctx.get('expected', '?')}, got {_show(got)}"
-    if kind == "string_pattern_mismatch":
-        return f"{_show(got)} is not allowed (letters, digits, '.', '_', '-' only, no paths)"
-    if kind in ("dict_type", "model_type", "model_attributes_type"):
-        return f"expected a mapping, got {_show(got)}"
-    if kind in ("list_type", "tuple_type"):
-        return f"expected a list, got {_show(got)}"
-    if kind in ("too_short", "too_long"):
-        return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {_show(got)}"
-    msg = err["msg"]
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
-    return f"{msg[0].lower()}{msg[1:]}" + (f", got {_show(got)}" if kind != "value_error" else "")
-
-
-def _path(prefix: tuple, loc: tuple) -> str:
-    out = ""
-    for part in prefix + loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def raise_validation(exc: ValidationError, root: type[BaseModel], prefix: tuple = ()) -> typing.NoReturn:
-    errors = exc.errors()
-    first = errors[0]
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 2 else ""
-    if len(errors) == 2:  # "(and 1 more)" would hide a message as short as the count
-        second = errors[1]
-        more = f" (and {_path(prefix, tuple(second['loc']))}: {describe_error(second, root)})"
-    raise ConfigError(describe_error(first, root) + more, _path(prefix, tuple(first["loc"]))) from None
 
 
 def validate_params(kind: str, name: str, params: dict, path: tuple) -> dict:
@@ -147,7 +42,7 @@ def validate_params(kind: str, name: str, params: dict, path: tuple) -> dict:
 def resolve(raw: dict) -> RunConfig:
     """Raw dict -> RunConfig with every component checked and every default filled."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"the config must be a mapping, got {_show(raw)}")
+        raise ConfigError(f"the config must be a mapping, got {show_value(raw)}")
     try:
         cfg = RunConfig.model_validate(raw)
     except ValidationError as exc:
@@ -160,7 +55,7 @@ def resolve(raw: dict) -> RunConfig:
         try:
             registry.get(kind, node[name_key])
         except ConfigError as exc:
-            raise ConfigError(str(exc), _path(section, (name_key,))) from None
+            raise ConfigError(str(exc), key_path(section, (name_key,))) from None
         node[params_key] = validate_params(kind, node[name_key], node[params_key], section + (params_key,))
     techniques = data["train"]["techniques"]
     for tech, params in list(techniques.items()):

@@ -36,7 +36,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from nnrun.config import RunConfig, config_hash
 from nnrun.config.loader import _KEY, apply_overrides, load_raw
 from nnrun.config.safe_yaml import parse_yaml, read_yaml_file
-from nnrun.config.resolve import raise_validation, resolve
+from nnrun.config.messages import raise_validation
+from nnrun.config.resolve import resolve
 from nnrun.config.schema import NAME_PATTERN, check_name, name_problem
 from nnrun.errors import ConfigError
 from nnrun.search.spec import SearchPlan, SearchSpec, plan_search

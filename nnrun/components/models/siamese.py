@@ -32,7 +32,7 @@ class SiameseParams(Params):
             raise ValueError("the encoder cannot itself be siamese")
         from pydantic import ValidationError
 
-        from nnrun.config.resolve import describe_error
+        from nnrun.config.messages import describe_error
         from nnrun.errors import ConfigError
 
         try:
