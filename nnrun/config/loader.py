@@ -1,4 +1,5 @@
-"""Config files: `base:` composition and `--set key.path=value` overrides.
+"""Config files: `base:` composition, `--set key.path=value` overrides, and `load_config`,
+which turns a file and its overrides into a resolved RunConfig.
 
 Every file is read through `safe_yaml` (strict and bounded).
 """
@@ -10,7 +11,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from nnrun.config.resolve import resolve
 from nnrun.config.safe_yaml import is_stdin, parse_yaml, read_yaml_file
+from nnrun.config.schema import RunConfig
 from nnrun.errors import ConfigError
 
 MAX_BASE_DEPTH = 16
@@ -94,8 +97,6 @@ def _index(items: list, key: str, path: list[str], text: str) -> int:
 
 def _default_list(data: dict, path: list[str], text: str) -> list:
     """The resolved (default) value at `path` when the raw config does not hold that list."""
-    from nnrun.config.resolve import resolve  # resolve imports this module
-
     value = None
     try:
         value = resolve(data).model_dump(mode="json")
@@ -151,3 +152,11 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         node[last] = value
         written.append(tuple(keys))
     return out
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """File + `base:` chain + `--set` overrides -> resolved RunConfig."""
+    raw = load_raw(path)
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+    return resolve(raw)

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
 
 from nnrun import registry
-from nnrun.config.loader import apply_overrides, load_raw
 from nnrun.config.messages import key_path, raise_validation, show_value
 from nnrun.config.schema import RunConfig
 from nnrun.errors import ConfigError
@@ -80,14 +78,6 @@ def resolve(raw: dict) -> RunConfig:
             raise ConfigError("difficulty: loss (a warm-up model) is not supported with runtime.strategy: "
                               "multi_worker; use difficulty: dataset", "train.techniques.curriculum.difficulty")
     return RunConfig.model_validate(data)
-
-
-def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
-    """File + `base:` chain + `--set` overrides -> resolved RunConfig."""
-    raw = load_raw(path)
-    if overrides:
-        raw = apply_overrides(raw, overrides)
-    return resolve(raw)
 
 
 def to_yaml(cfg: RunConfig) -> str:
