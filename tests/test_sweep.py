@@ -108,7 +108,7 @@ def test_loguniform_samples_spread_over_decades(tmp_path):
 @pytest.mark.parametrize("value", [0.001, 1e-05, 3, [8, 16], "adam", "yes", "1e-3", "", True, None, {"a": [1, 2]}])
 def test_set_values_round_trip_through_the_config_loader(value):
     from nnrun.config.loader import apply_overrides
-    from nnrun.sweep.spec import set_value
+    from nnrun.config import set_value
 
     assert apply_overrides({}, [f"x={set_value(value)}"])["x"] == value
 

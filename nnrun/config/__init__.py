@@ -1,7 +1,9 @@
 """Config loading, composition, overrides and validation (no TensorFlow here)."""
 
-from nnrun.config.loader import apply_overrides, load_config, load_raw
-from nnrun.config.resolve import config_hash, resolve, to_yaml
+from nnrun.config.canonical import config_hash, flatten, identity, to_yaml
+from nnrun.config.loader import apply_overrides, load_config, load_raw, set_value
+from nnrun.config.resolve import resolve
 from nnrun.config.schema import RunConfig
 
-__all__ = ["RunConfig", "apply_overrides", "config_hash", "load_config", "load_raw", "resolve", "to_yaml"]
+__all__ = ["RunConfig", "apply_overrides", "config_hash", "flatten", "identity", "load_config", "load_raw", "resolve",
+           "set_value", "to_yaml"]

@@ -7,6 +7,7 @@ Every file is read through `safe_yaml` (strict and bounded).
 from __future__ import annotations
 
 import copy
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,17 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"--set {text!r}: bad key {key!r}; use dotted names like train.epochs "
                           "(a number indexes a list: model.params.stages.1)")
     return key.split("."), parse_yaml(value, f"--set {key}") if value.strip() else None
+
+
+def set_value(value: Any) -> str:
+    """A value as `--set` text that the config loader parses back to the same value."""
+    if isinstance(value, str) and value and value.strip() == value:
+        try:
+            if parse_yaml(value, "value") == value:
+                return value
+        except ConfigError:
+            pass
+    return json.dumps(value)  # JSON is YAML: numbers, booleans, null, lists, mappings, quoted strings
 
 
 def _index(items: list, key: str, path: list[str], text: str) -> int:

@@ -6,10 +6,7 @@ config written to a run directory is exactly what ran and can be rerun as-is.
 
 from __future__ import annotations
 
-import hashlib
-import json
 
-import yaml
 from pydantic import ValidationError
 
 from nnrun import registry
@@ -78,16 +75,6 @@ def resolve(raw: dict) -> RunConfig:
             raise ConfigError("difficulty: loss (a warm-up model) is not supported with runtime.strategy: "
                               "multi_worker; use difficulty: dataset", "train.techniques.curriculum.difficulty")
     return RunConfig.model_validate(data)
-
-
-def to_yaml(cfg: RunConfig) -> str:
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, default_flow_style=None)
-
-
-def config_hash(cfg: RunConfig) -> str:
-    """Stable hash of the resolved config (key order and formatting do not matter)."""
-    canonical = json.dumps(cfg.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def json_schema() -> dict:

@@ -6,10 +6,9 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
-from nnrun.config import RunConfig, load_config, to_yaml
+from nnrun.config import RunConfig, flatten, load_config, to_yaml
 from nnrun.engine import snapshot
 from nnrun.engine.rundir import CONFIG_YAML, RunDir, atomic_write
-from nnrun.results.runs import flatten
 from nnrun.errors import ConfigError, UsageError
 from nnrun.process import alive
 

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from nnrun.engine.rundir import CONFIG_YAML, RUN_JSON
-from nnrun.results.runs import find_runs, flatten, number_text, run_config
+from nnrun.config import flatten
+from nnrun.results.runs import find_runs, number_text, run_config
 from nnrun.errors import UsageError
 
 # run.json fields shown beside the final metrics.

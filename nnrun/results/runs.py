@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from nnrun.config import flatten
 from nnrun.engine.rundir import CONFIG_YAML, RUN_JSON
 from nnrun.errors import ConfigError, UsageError
 
@@ -47,20 +48,6 @@ def find_runs(root: str | Path, filters: list[str] | None = None, sort: str | No
     if sort:
         records = sort_records(records, sort, reverse)
     return records
-
-
-def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested mappings -> {dotted.key: leaf}; lists stay whole (they are values in a config)."""
-    if not isinstance(data, dict):
-        return {prefix: data} if prefix else {}
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        path = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, path))
-        else:
-            out[path] = value
-    return out
 
 
 def run_config(record: dict) -> dict:

@@ -194,7 +194,7 @@ class SearchPlan:
         return f"trial-{number:04d}"
 
     def set_args(self, values: dict, name: str, directory: Path, threads: int | None = None) -> list[str]:
-        from nnrun.sweep.spec import set_value
+        from nnrun.config import set_value
 
         own = [f"name={name}", f"runtime.runs_root={set_value(str(directory))}"]
         own += [f"runtime.threads={threads}"] if threads else []
@@ -216,7 +216,7 @@ def plan_search(path: Path, spec: SearchSpec, dists: dict, raw: dict, shared: li
     from nnrun.config.loader import apply_overrides
     from nnrun.config.resolve import resolve
     from nnrun.results.runs import higher_is_better
-    from nnrun.sweep.spec import identity, set_value
+    from nnrun.config import identity, set_value
 
     where = f"{path}: search"
     if not dists:

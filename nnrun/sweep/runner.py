@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from nnrun.config import resolve
+from nnrun.config import identity, resolve
 from nnrun.config.safe_yaml import read_yaml_file
 from nnrun.engine.rundir import CONFIG_YAML, RunDir
 from nnrun.results.runs import find_runs
 from nnrun.errors import ConfigError, raise_terminated
-from nnrun.sweep.spec import Sweep, Trial, identity
+from nnrun.sweep.spec import Sweep, Trial
 
 POLL_S = 0.2
 TERMINATE_GRACE_S = 60

@@ -33,9 +33,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from nnrun.config import RunConfig, config_hash
+from nnrun.config import RunConfig, identity, set_value
 from nnrun.config.loader import _KEY, apply_overrides, load_raw
-from nnrun.config.safe_yaml import parse_yaml, read_yaml_file
+from nnrun.config.safe_yaml import read_yaml_file
 from nnrun.config.messages import raise_validation
 from nnrun.config.resolve import resolve
 from nnrun.config.schema import NAME_PATTERN, check_name, name_problem
@@ -153,24 +153,6 @@ class Sweep:
     trials: list[Trial]
     swept: list[str] = field(default_factory=list)  # swept keys, in order
     search: SearchPlan | None = None  # a search: sweep (its trials are sampled while it runs)
-
-
-def identity(cfg: RunConfig) -> str:
-    """A trial's identity: the resolved-config hash with runs_root and threads blanked, so
-    moving a sweep directory or re-running with another --jobs still recognises finished trials."""
-    runtime = cfg.runtime.model_copy(update={"runs_root": "", "threads": None})
-    return config_hash(cfg.model_copy(update={"runtime": runtime}))
-
-
-def set_value(value: Any) -> str:
-    """A value as `--set` text that the config loader parses back to the same value."""
-    if isinstance(value, str) and value and value.strip() == value:
-        try:
-            if parse_yaml(value, "value") == value:
-                return value
-        except ConfigError:
-            pass
-    return json.dumps(value)  # JSON is YAML: numbers, booleans, null, lists, mappings, quoted strings
 
 
 def _name_part(value: Any) -> str:
