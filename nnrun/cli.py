@@ -212,7 +212,7 @@ def components(
 @handled
 def schema():
     """Print the config's JSON Schema (for editor completion and validation)."""
-    from nnrun.config.resolve import json_schema
+    from nnrun.config.json_schema import json_schema
 
     print(json.dumps(json_schema(), indent=2))
 
