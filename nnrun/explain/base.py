@@ -13,11 +13,11 @@ magnitude, in [-1, 1].
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 
-Score = Literal["logit", "probability"]
+from nnrun.explain.score import Score, target_score
+
 EPS = 1e-12
 
 
@@ -98,14 +98,6 @@ def normalise(maps: np.ndarray) -> np.ndarray:
     low = maps.min(axis=axes, keepdims=True)
     span = maps.max(axis=axes, keepdims=True) - low
     return np.where(span > EPS, (maps - low) / np.maximum(span, EPS), 0.0).astype(np.float32)
-
-
-def target_score(tf, outputs, targets, score: Score):
-    """Per-sample score of each sample's own target class: the logit or its softmax probability."""
-    outputs = tf.cast(outputs, tf.float32)
-    if score == "probability":
-        outputs = tf.nn.softmax(outputs, axis=-1)
-    return tf.gather(outputs, tf.cast(targets, tf.int32), axis=1, batch_dims=1)
 
 
 def single_output(model):

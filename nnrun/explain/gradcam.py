@@ -34,7 +34,7 @@ class CAM(Explainer):
     def __init__(self, model, layer: str | None, weights=gradcam_weights):
         super().__init__(model)
         from nnrun.engine.runtime import import_tensorflow
-        from nnrun.explain.base import target_score
+        from nnrun.explain.score import target_score
         from nnrun.explain.layers import activation_model, find_layer
 
         tf = import_tensorflow()

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from nnrun.explain.base import Explainer, Score, gradient_fn
+from nnrun.explain.base import Explainer, gradient_fn
+from nnrun.explain.score import Score
 from nnrun.registry import Params, register
 
 

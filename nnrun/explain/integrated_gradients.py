@@ -20,7 +20,8 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from nnrun.explain.base import Explainer, Score, gradient_fn, scores_of
+from nnrun.explain.base import Explainer, gradient_fn, scores_of
+from nnrun.explain.score import Score
 from nnrun.registry import Params, register
 
 BASELINES = ("black", "blur", "uniform")

@@ -168,7 +168,7 @@ class TokenModel:
         """A compiled (embeddings, targets, tokens) -> (scores, d score / d embeddings)."""
         if score not in self._fns:
             from nnrun.engine.runtime import import_tensorflow
-            from nnrun.explain.base import target_score
+            from nnrun.explain.score import target_score
 
             tf = import_tensorflow()
             model, layer = self.model, self.layer
