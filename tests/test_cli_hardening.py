@@ -169,7 +169,7 @@ def test_runs_filters_numbers_at_the_shown_precision_and_with_comparisons(two_ru
 # -- 4. names say which rule they break ---------------------------------------------------
 
 def test_name_errors_say_which_rule_failed(tmp_path):
-    from nnrun.sweep.spec import load_spec
+    from nnrun.sweep.sweep_file import load_spec
 
     path = _tiny(tmp_path)
     long = "x" * 70

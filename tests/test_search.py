@@ -151,7 +151,7 @@ def test_a_worker_needs_a_shared_storage(tmp_path):
 
 
 def test_storage_urls_never_show_their_password(monkeypatch, tmp_path):
-    from nnrun.search.spec import SearchSpec
+    from nnrun.search.plan import SearchSpec
     from nnrun.search.study import resolve_storage
 
     class Plan:

@@ -1,6 +1,6 @@
 """Hyperparameter search on Optuna: a `search:` block in a sweep file.
 
-spec    the block's schema and the trials' configs (TensorFlow- and Optuna-free)
+plan    the trials' parameters and configs, checked against the base (TensorFlow- and Optuna-free)
 study   storage URLs (passwords kept out of everything written), samplers, pruners, the budget
 worker  the warm in-process trial loop (one TensorFlow import for many trials) and pruning
 report  the study's summary: table, sweep.jsonl/csv, history and importance plots, report.html

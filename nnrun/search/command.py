@@ -24,7 +24,7 @@ from pathlib import Path
 
 from nnrun.errors import RunFailed, UsageError, raise_terminated
 from nnrun.sweep.runner import terminate
-from nnrun.sweep.spec import Sweep
+from nnrun.sweep.sweep_file import Sweep
 
 POLL_S = 0.1
 CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGFPE, signal.SIGILL}

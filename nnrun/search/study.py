@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from nnrun.errors import ConfigError, UsageError, first_line
-from nnrun.search.spec import SearchPlan, StorageEnv
+from nnrun.search.plan import SearchPlan, StorageEnv
 
 STORAGE_FILE = "study.db"
 READY = "nnrun_ready"  # study user attr: the creator has enqueued the whole budget

@@ -21,7 +21,7 @@ import time
 
 from nnrun.errors import ConfigError, NNRunError, Pruned, first_line, raise_terminated
 from nnrun.search.study import Heartbeat, Study, worker_identity
-from nnrun.sweep.spec import Sweep
+from nnrun.sweep.sweep_file import Sweep
 
 IDLE_POLL_S = 2.0
 
@@ -107,7 +107,7 @@ class Worker:
 
         runtime.import_tensorflow()  # first: the supervisor checks the storage meanwhile
         self.study.connect()
-        # The metric was checked when the sweep file was loaded (search/spec.py plan_search); a
+        # The metric was checked when the sweep file was loaded (search/plan.py plan_search); a
         # metric this data set does not log (val_accuracy of a pairs data set) fails the first
         # trial's first epoch (pruning.PruningReporter). Not checked here with Keras metrics:
         # creating one starts TensorFlow's runtime before the trials' runtime.threads apply.

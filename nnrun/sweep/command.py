@@ -7,7 +7,7 @@ from pathlib import Path
 from nnrun.errors import RunFailed
 from nnrun.sweep import summary
 from nnrun.sweep.runner import Runner, cpu_count, detect_gpus, plan_slots, print_commands
-from nnrun.sweep.spec import load_sweep
+from nnrun.sweep.sweep_file import load_sweep
 
 
 def sweep_command(sweep_file: Path, *, jobs: int = 1, commands_only: bool = False, fail_fast: bool = False,

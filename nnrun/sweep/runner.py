@@ -25,7 +25,7 @@ from nnrun.config.safe_yaml import read_yaml_file
 from nnrun.engine.rundir import CONFIG_YAML, RunDir
 from nnrun.results.runs import find_runs
 from nnrun.errors import ConfigError, raise_terminated
-from nnrun.sweep.spec import Sweep, Trial
+from nnrun.sweep.sweep_file import Sweep, Trial
 
 POLL_S = 0.2
 TERMINATE_GRACE_S = 60

@@ -12,7 +12,7 @@ from nnrun.results.compare import fmt
 from nnrun.engine.rundir import atomic_write
 from nnrun.results.runs import higher_is_better
 from nnrun.sweep.runner import Outcome
-from nnrun.sweep.spec import Sweep
+from nnrun.sweep.sweep_file import Sweep
 
 
 def rows(outcomes: list[Outcome]) -> list[dict]:

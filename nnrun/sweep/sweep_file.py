@@ -40,7 +40,7 @@ from nnrun.config.messages import raise_validation
 from nnrun.config.resolve import resolve
 from nnrun.config.schema import NAME_PATTERN, check_name, name_problem
 from nnrun.errors import ConfigError
-from nnrun.search.spec import SearchPlan, SearchSpec, plan_search
+from nnrun.search.plan import SearchPlan, SearchSpec, plan_search
 
 # Keys the sweep itself sets on every trial.
 RESERVED = ("name", "runtime.runs_root", "runtime.threads")
