@@ -375,12 +375,22 @@ def sweep(
     worker_process: bool = typer.Option(False, "--worker-process", hidden=True),  # a search supervisor's child
 ):
     """Run every trial of a sweep (skipping completed ones), or a search; the last line printed is the sweep directory."""
-    from nnrun.sweep.command import sweep_command
+    from nnrun.sweep.sweep_file import expand, read_sweep_file
 
     _load_plugins(plugin)
-    sweep_command(sweep_file, jobs=jobs, commands_only=commands, fail_fast=fail_fast, metric=metric, out=out,
-                  console=stdout, say=lambda line: stderr.print(escape(line), highlight=False, soft_wrap=True),
-                  worker=worker, threads=threads, worker_process=worker_process)
+    parsed = read_sweep_file(sweep_file, out)  # ConfigError before anything is created
+    options = dict(jobs=jobs, commands_only=commands, fail_fast=fail_fast, metric=metric, console=stdout,
+                   say=lambda line: stderr.print(escape(line), highlight=False, soft_wrap=True),
+                   worker=worker, threads=threads, worker_process=worker_process)
+    if parsed.spec.search is not None:
+        from nnrun.search.command import search_command
+        from nnrun.search.plan import search_sweep
+
+        search_command(search_sweep(parsed), out=out, **options)
+    else:
+        from nnrun.sweep.command import sweep_command
+
+        sweep_command(expand(parsed), **options)
     if _state["console_entry"]:
         # Every result is written and closed (atomic files, the study's database disposed):
         # skip the interpreter's teardown of matplotlib, Optuna and SQLAlchemy (0.3-0.5 s).

@@ -56,7 +56,7 @@ def test_search_block_is_planned_without_tensorflow(tmp_path):
           model.params.stages: {choice: [[8, 16], [16, 32, 64]]}
           data.batch_size: {int: [32, 64]}
     """)
-    code = ("import sys, json; from nnrun.sweep import load_sweep; s = load_sweep(sys.argv[1]); p = s.search; "
+    code = ("import sys, json; from nnrun.search.plan import load_search; s = load_search(sys.argv[1]); p = s.search; "
             "print(json.dumps([p.metric, p.direction, p.trials, [x.kind for x in p.params], s.swept, "
             "sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'optuna'))]))")
     res = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, cwd=ROOT)
@@ -66,9 +66,9 @@ def test_search_block_is_planned_without_tensorflow(tmp_path):
     assert kinds == ["loguniform", "choice", "int"] and swept[0] == "optimizer.learning_rate"
     assert heavy == []
 
-    from nnrun.sweep import load_sweep
+    from nnrun.search.plan import load_search
 
-    plan = load_sweep(path).search
+    plan = load_search(path).search
     set_args, cfg = plan.trial_config({"optimizer.learning_rate": 0.002, "model.params.stages": [8, 16],
                                        "data.batch_size": 40}, "trial-0007", tmp_path / "out", threads=2)
     assert cfg.name == "trial-0007" and cfg.optimizer.learning_rate == 0.002 and cfg.data.batch_size == 40
@@ -151,7 +151,7 @@ def test_a_worker_needs_a_shared_storage(tmp_path):
 
 
 def test_storage_urls_never_show_their_password(monkeypatch, tmp_path):
-    from nnrun.search.plan import SearchSpec
+    from nnrun.sweep.search_block import SearchSpec
     from nnrun.search.study import resolve_storage
 
     class Plan:
@@ -171,7 +171,7 @@ def test_storage_urls_never_show_their_password(monkeypatch, tmp_path):
 
 
 def _mechanics_sweep(tmp_path, sampler: str):
-    from nnrun.sweep import load_sweep
+    from nnrun.search.plan import load_search
 
     grid = sampler == "grid"
     path = make_search(tmp_path, f"""\
@@ -184,7 +184,7 @@ def _mechanics_sweep(tmp_path, sampler: str):
           train.epochs: {{int: [1, 3]}}
           optimizer.name: {{choice: [adam]}}
     """)
-    return load_sweep(path)
+    return load_search(path)
 
 
 def test_budget_is_exact_and_a_stale_trial_is_requeued_then_given_up(tmp_path):
@@ -331,8 +331,8 @@ def test_transient_storage_errors_do_not_stop_a_worker(tmp_path, monkeypatch):
 def _interrupting_worker(tmp_path, monkeypatch, before_stop=lambda: None):
     """A worker on a one-trial study whose trials are stopped by SIGTERM while they train."""
     from nnrun.errors import Terminated
+    from nnrun.search.plan import load_search
     from nnrun.search.worker import Worker
-    from nnrun.sweep import load_sweep
 
     path = make_search(tmp_path, """\
         name: stop
@@ -340,7 +340,7 @@ def _interrupting_worker(tmp_path, monkeypatch, before_stop=lambda: None):
         params: {optimizer.learning_rate: {loguniform: [1.0e-4, 1.0e-2]}}
     """)
     said = []
-    worker = Worker(load_sweep(path), say=said.append)
+    worker = Worker(load_search(path), say=said.append)
     worker.study.open()
 
     def train(trial, cfg, set_args):
@@ -435,7 +435,7 @@ WORKER_PROBE = """\
 import sys
 import tensorflow as tf
 from nnrun.search import worker
-from nnrun.sweep import load_sweep
+from nnrun.search.plan import load_search
 
 def probe(self):  # where the worker would start claiming trials
     try:
@@ -446,7 +446,7 @@ def probe(self):  # where the worker would start claiming trials
     return self.study
 
 worker.Worker._loop = probe
-worker.Worker(load_sweep(sys.argv[1])).run()
+worker.Worker(load_search(sys.argv[1])).run()
 """
 
 
@@ -466,7 +466,7 @@ import gc, sys
 import keras
 from tensorflow.python.framework.func_graph import FuncGraph
 from nnrun.search import worker
-from nnrun.sweep import load_sweep
+from nnrun.search.plan import load_search
 
 clear = keras.backend.clear_session
 
@@ -475,7 +475,7 @@ def counting_clear(*args, **kwargs):  # called before each trial: what the earli
     print(sum(isinstance(o, FuncGraph) for o in gc.get_objects()), flush=True)
 
 keras.backend.clear_session = counting_clear
-worker.Worker(load_sweep(sys.argv[1]), say=lambda line: print(line, file=sys.stderr)).run()
+worker.Worker(load_search(sys.argv[1]), say=lambda line: print(line, file=sys.stderr)).run()
 gc.collect()
 print(sum(isinstance(o, FuncGraph) for o in gc.get_objects()), flush=True)
 """

@@ -43,7 +43,8 @@ from pathlib import Path
 import numpy as np
 
 from nnrun.errors import ConfigError, UsageError, first_line
-from nnrun.search.plan import SearchPlan, StorageEnv
+from nnrun.search.plan import SearchPlan
+from nnrun.sweep.search_block import StorageEnv
 
 STORAGE_FILE = "study.db"
 READY = "nnrun_ready"  # study user attr: the creator has enqueued the whole budget

@@ -11,8 +11,8 @@ A sweep file names a base config and how to vary it:
     seeds: [0, 1]                  # repeats (the run's `seed`)
     metric: val_accuracy           # what the summary table sorts by
 
-or, instead of grid/zip/random/seeds, a `search:` block with `params:` (nnrun/search: Optuna
-samples the trials while the study runs).
+or, instead of grid/zip/random/seeds, a `search:` block with `params:` (its schema is in
+search_block.py; nnrun/search plans and runs it: Optuna samples the trials while the study runs).
 
 Trials are the cartesian product of the grid, the zip rows, the random samples and the seeds
 (each block that is absent counts as one empty row). Every trial is an ordinary `nnrun train
@@ -40,7 +40,7 @@ from nnrun.config.messages import raise_validation
 from nnrun.config.resolve import resolve
 from nnrun.config.schema import NAME_PATTERN, check_name, name_problem
 from nnrun.errors import ConfigError
-from nnrun.search.plan import SearchPlan, SearchSpec, plan_search
+from nnrun.sweep.search_block import SearchSpec
 
 # Keys the sweep itself sets on every trial.
 RESERVED = ("name", "runtime.runs_root", "runtime.threads")
@@ -152,7 +152,22 @@ class Sweep:
     metric: str
     trials: list[Trial]
     swept: list[str] = field(default_factory=list)  # swept keys, in order
-    search: SearchPlan | None = None  # a search: sweep (its trials are sampled while it runs)
+    search: Any = None  # a search: sweep's SearchPlan (nnrun.search.plan; its trials are sampled as it runs)
+
+
+@dataclass
+class SweepFile:
+    """A sweep file, read and checked: its schema, and the base config with `set:` applied.
+    `expand` makes the trials of grid/zip/random/seeds; nnrun.search.plan plans a `search:`."""
+
+    path: Path
+    spec: SweepSpec
+    name: str
+    base: Path  # the base config file
+    directory: Path  # the sweep directory
+    raw: dict  # the base config file as loaded (before any --set)
+    shared: list[str]  # the sweep's `set:` as --set items
+    base_cfg: RunConfig  # base + set:, resolved
 
 
 def _name_part(value: Any) -> str:
@@ -236,8 +251,8 @@ def load_spec(path: Path) -> SweepSpec:
             raise ConfigError(f"{path}: {err}") from None
 
 
-def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
-    """Parse a sweep file and resolve every trial's config; ConfigError (nothing created) if any
+def read_sweep_file(path: str | Path, out: str | Path | None = None) -> SweepFile:
+    """Parse a sweep file and resolve its base with `set:`; ConfigError (nothing created) if any
     part of it is invalid."""
     path = Path(path)
     spec = load_spec(path)
@@ -262,21 +277,31 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
     if problem:
         raise ConfigError(f"{path}: the sweep name from the file name: {problem}; add name: to the file")
     directory = Path(out) if out else Path(base_cfg.runtime.runs_root) / "sweeps" / name
-    if spec.search is not None:
-        plan = plan_search(path, spec.search, spec.params, raw, shared, base_cfg, spec.metric)
-        return Sweep(path, name, base, directory, plan.metric, [], list(spec.params), plan)
-    rows = _rows(spec)
+    return SweepFile(path, spec, name, base, directory, raw, shared, base_cfg)
+
+
+def expand(sweep_file: SweepFile) -> Sweep:
+    """The trials of a grid/zip/random/seeds sweep, each config resolved; ConfigError if any fails."""
+    f = sweep_file
+    if f.spec.search is not None:
+        raise ConfigError(f"{f.path}: a search: block samples its trials as the study runs (nnrun.search.plan)")
+    rows = _rows(f.spec)
     trials, seen_names = [], set()
-    for row, trial_name in zip(rows, trial_names(rows, base_cfg.name)):
-        own = [f"name={trial_name}", f"runtime.runs_root={set_value(str(directory))}"]
-        set_args = shared + [f"{k}={set_value(v)}" for k, v in row.items()] + own
+    for row, trial_name in zip(rows, trial_names(rows, f.base_cfg.name)):
+        own = [f"name={trial_name}", f"runtime.runs_root={set_value(str(f.directory))}"]
+        set_args = f.shared + [f"{k}={set_value(v)}" for k, v in row.items()] + own
         try:
-            cfg = resolve(apply_overrides(raw, set_args))
+            cfg = resolve(apply_overrides(f.raw, set_args))
         except ConfigError as exc:
-            raise ConfigError(f"{path}: trial {trial_name}: {exc}") from None
+            raise ConfigError(f"{f.path}: trial {trial_name}: {exc}") from None
         if trial_name in seen_names:
-            raise ConfigError(f"{path}: trial {trial_name} appears twice (a repeated value?)")
+            raise ConfigError(f"{f.path}: trial {trial_name} appears twice (a repeated value?)")
         seen_names.add(trial_name)
         trials.append(Trial(trial_name, row, set_args, cfg, identity(cfg)))
     swept = list(dict.fromkeys(k for row in rows for k in row))
-    return Sweep(path, name, base, directory, spec.metric or base_cfg.train.monitor, trials, swept)
+    return Sweep(f.path, f.name, f.base, f.directory, f.spec.metric or f.base_cfg.train.monitor, trials, swept)
+
+
+def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
+    """A grid/zip/random/seeds sweep file and its trials (`read_sweep_file`, then `expand`)."""
+    return expand(read_sweep_file(path, out))
