@@ -103,7 +103,7 @@ def train(
 ):
     """Train from CONFIG (or --resume RUN_DIR); the last line printed is the run directory."""
     from nnrun.config import load_config
-    from nnrun.engine.rundir import command_line
+    from nnrun.rundir import command_line
     from nnrun.engine.train import Output, train as run_training
     from nnrun.errors import UsageError
 

@@ -70,7 +70,7 @@ def umask():
 
 @pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o027, 0o640)])
 def test_atomic_writes_follow_the_umask(tmp_path, umask, mask, mode):
-    from nnrun.engine.rundir import RunDir
+    from nnrun.rundir import RunDir
     from nnrun.results.report import write_report
     from nnrun.sweep import summary
 
@@ -94,7 +94,7 @@ def test_atomic_writes_follow_the_umask(tmp_path, umask, mask, mode):
 
 
 def test_atomic_file_writes_bytes_with_the_umask(tmp_path, umask):
-    from nnrun.engine.rundir import atomic_file, atomic_write
+    from nnrun.rundir import atomic_file, atomic_write
 
     umask(0o022)
     atomic_write(tmp_path / "bytes.bin", b"\x00\x01")
@@ -268,7 +268,7 @@ def test_every_command_usage_line_is_free_of_braces():
 # -- 9. training a finished run longer keeps the learning-rate schedule's horizon ------------
 
 def _finished_run(tmp_path: Path, schedule: str):
-    from nnrun.engine.rundir import RunDir
+    from nnrun.rundir import RunDir
 
     cfg = load_config(_tiny(tmp_path), [f"optimizer.schedule={schedule}", "train.epochs=2"])
     run = RunDir.create(cfg)

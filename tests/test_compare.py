@@ -13,7 +13,7 @@ from tests.conftest import TINY, run_cli
 
 def make_run(root: Path, name: str, sets: list[str], final: dict, started: str, status: str = "completed") -> Path:
     from nnrun.config import load_config
-    from nnrun.engine.rundir import RunDir
+    from nnrun.rundir import RunDir
 
     base = root.parent / "tiny.yaml"
     base.write_text(TINY.replace("RUNS", str(root)))
@@ -148,7 +148,7 @@ def test_wall_time_of_a_resumed_run_leaves_out_the_downtime(tmp_path):
     import datetime as dt
     import time
 
-    from nnrun.engine.rundir import RunDir
+    from nnrun.rundir import RunDir
 
     path = make_run(tmp_path / "runs", "w", [], {}, "2026-01-01T00:00:00+00:00", status="running")
     run = RunDir(path)

@@ -27,7 +27,7 @@ def run_dir(tmp_path_factory) -> Path:
 def labels_of(run: Path, n: int) -> list[int]:
     from nnrun.engine.build import build_data
     from nnrun.inference.load import load_run_config
-    from nnrun.engine.rundir import RunDir
+    from nnrun.rundir import RunDir
 
     return build_data(load_run_config(RunDir.open(run))).split("val").y[:n].tolist()
 

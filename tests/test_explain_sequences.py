@@ -245,7 +245,7 @@ def sequence_run(tmp_path_factory) -> Path:
 
 def val_tokens(run: Path, n: int) -> np.ndarray:
     from nnrun.engine.build import build_data
-    from nnrun.engine.rundir import RunDir
+    from nnrun.rundir import RunDir
     from nnrun.inference.load import load_run_config
 
     return build_data(load_run_config(RunDir.open(run))).split("val").x[:n]

@@ -65,7 +65,7 @@ def run(tmp_path) -> Path:
     """A completed run directory as training leaves it, plus an explain/gradcam grid."""
     from nnrun.config import load_config
     from nnrun.engine.plots import learning_curves
-    from nnrun.engine.rundir import RunDir
+    from nnrun.rundir import RunDir
 
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY.replace("RUNS", str(tmp_path / "runs")))
@@ -117,7 +117,7 @@ def test_report_is_self_contained_and_complete(run):
 
 
 def test_report_without_explanations_and_with_hostile_text(run):
-    from nnrun.engine.rundir import RunDir
+    from nnrun.rundir import RunDir
     from nnrun.results.report import write_report
 
     shutil.rmtree(run / "explain")

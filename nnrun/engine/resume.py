@@ -8,7 +8,7 @@ from pathlib import Path
 
 from nnrun.config import RunConfig, flatten, load_config, to_yaml
 from nnrun.engine import snapshot
-from nnrun.engine.rundir import CONFIG_YAML, RunDir, atomic_write
+from nnrun.rundir import CONFIG_YAML, RunDir, atomic_write
 from nnrun.errors import ConfigError, UsageError
 from nnrun.process import alive
 

@@ -13,7 +13,7 @@ import signal
 from dataclasses import dataclass
 
 from nnrun.config import RunConfig
-from nnrun.engine.rundir import RunDir, atomic_write
+from nnrun.rundir import RunDir, atomic_write
 from nnrun.errors import ConfigError, NNRunError, Pruned, RunFailed, Terminated, first_line
 
 FINAL_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")

@@ -82,7 +82,7 @@ def explain(run_dir: str | Path, method: str, *, layer: str | None = None, num_i
     """Explain the first `num_images` images of `split`; returns the manifest (with its path)."""
     from nnrun.engine.build import build_data
     from nnrun.inference.load import load_checkpoint, load_run_config
-    from nnrun.engine.rundir import RunDir, atomic_write
+    from nnrun.rundir import RunDir, atomic_write
 
     component, params = explainer_component(
         method, {"layer": layer, "steps": steps, "baseline": baseline, "samples": samples, "noise": noise, "base": base})

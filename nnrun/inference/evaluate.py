@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nnrun.engine.rundir import RunDir
+from nnrun.rundir import RunDir
 from nnrun.inference.load import check_checkpoint, data_facts, eval_techniques, load_checkpoint, load_run_config
 
 __all__ = ["evaluate", "load_checkpoint", "load_run_config"]  # explain imports the loaders from here

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnrun.engine.rundir import RunDir, atomic_write, now_iso
+from nnrun.rundir import RunDir, atomic_write, now_iso
 from nnrun.errors import RunFailed, UsageError
 
 FORMATS = {"keras": "model.keras", "saved_model": "saved_model"}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from nnrun.config import resolve
 from nnrun.config.safe_yaml import read_yaml_file
-from nnrun.engine.rundir import CONFIG_YAML, RunDir
+from nnrun.rundir import CONFIG_YAML, RunDir
 from nnrun.errors import UsageError, first_line
 
 CHECKPOINTS = ("best", "last")

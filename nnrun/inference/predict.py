@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from nnrun.engine.rundir import RunDir, atomic_write
+from nnrun.rundir import RunDir, atomic_write
 from nnrun.errors import UsageError
 
 TTA = ("none", "flip")

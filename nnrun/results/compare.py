@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from nnrun.engine.rundir import CONFIG_YAML, RUN_JSON
+from nnrun.rundir import CONFIG_YAML, RUN_JSON
 from nnrun.config import flatten
 from nnrun.results.runs import find_runs, number_text, run_config
 from nnrun.errors import UsageError

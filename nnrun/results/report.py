@@ -12,7 +12,7 @@ from html import escape
 from pathlib import Path
 
 from nnrun.results.compare import fmt
-from nnrun.engine.rundir import CONFIG_YAML, RunDir, atomic_write
+from nnrun.rundir import CONFIG_YAML, RunDir, atomic_write
 
 REPORT = "report.html"
 

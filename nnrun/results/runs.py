@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from nnrun.config import flatten
-from nnrun.engine.rundir import CONFIG_YAML, RUN_JSON
+from nnrun.rundir import CONFIG_YAML, RUN_JSON
 from nnrun.errors import ConfigError, UsageError
 
 MISSING = object()

@@ -11,7 +11,7 @@ import json
 from html import escape
 from pathlib import Path
 
-from nnrun.engine.rundir import atomic_write
+from nnrun.rundir import atomic_write
 from nnrun.results.compare import fmt
 from nnrun.search.study import Study, outcome, result, worker_of
 from nnrun.sweep.summary import _cell, _number

@@ -363,7 +363,7 @@ class Study:
 
     def run_dir_of(self, frozen):
         """The trial's run directory on this host (None if this host cannot see it)."""
-        from nnrun.engine.rundir import RunDir
+        from nnrun.rundir import RunDir
 
         name = frozen.user_attrs.get("nnrun_name")
         found = sorted((self.directory / name).glob("*/run.json")) if name else []

@@ -193,7 +193,7 @@ class Worker:
         import keras
         from optuna.trial import TrialState
 
-        from nnrun.engine.rundir import RunDir
+        from nnrun.rundir import RunDir
         from nnrun.engine.train import Output, train
         from nnrun.results.runs import higher_is_better
         from nnrun.search.pruning import PruningReporter

@@ -22,7 +22,7 @@ from typing import Callable
 
 from nnrun.config import identity, resolve
 from nnrun.config.safe_yaml import read_yaml_file
-from nnrun.engine.rundir import CONFIG_YAML, RunDir
+from nnrun.rundir import CONFIG_YAML, RunDir
 from nnrun.results.runs import find_runs
 from nnrun.errors import ConfigError, raise_terminated
 from nnrun.sweep.sweep_file import Sweep, Trial
