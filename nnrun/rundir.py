@@ -1,4 +1,5 @@
-"""The run directory: unique creation, atomic writes of run.json / config.yaml, status updates."""
+"""The run directory: unique creation, atomic writes of run.json / config.yaml, status updates,
+and reading them back (every layer that uses a finished run reads it through RunDir)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from nnrun import __version__, registry
-from nnrun.config import RunConfig, config_hash, to_yaml
+from nnrun.config import RunConfig, config_hash, resolve, to_yaml
+from nnrun.config.safe_yaml import read_yaml_file
 from nnrun.errors import UsageError
 
 RUN_JSON = "run.json"
@@ -120,6 +122,12 @@ class RunDir:
         return run
 
     # -- records ------------------------------------------------------------------------
+    def read_config(self) -> RunConfig:
+        """The run's resolved config.yaml, after loading the plugins it was trained with."""
+        for plugin in self.read().get("plugins", []):
+            registry.load_plugin(plugin)
+        return resolve(read_yaml_file(self.path / CONFIG_YAML))
+
     def read(self) -> dict:
         try:
             return json.loads((self.path / RUN_JSON).read_text())

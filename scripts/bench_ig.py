@@ -49,13 +49,13 @@ def main() -> None:
 
     from nnrun.engine import runtime
     from nnrun.engine.build import build_data
-    from nnrun.inference.load import load_checkpoint, load_run_config
+    from nnrun.inference.load import load_checkpoint
     from nnrun.rundir import RunDir
     from nnrun.explain.base import gradient_fn, outputs_of, scores_of
     from nnrun.explain.integrated_gradients import IGParams, completeness_error, integrated_gradients, quadrature
 
     run = RunDir.open(run_path)
-    cfg = load_run_config(run)
+    cfg = run.read_config()
     tf = runtime.import_tensorflow()
     runtime.setup(cfg)
     model = load_checkpoint(run)

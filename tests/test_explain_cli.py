@@ -26,10 +26,9 @@ def run_dir(tmp_path_factory) -> Path:
 
 def labels_of(run: Path, n: int) -> list[int]:
     from nnrun.engine.build import build_data
-    from nnrun.inference.load import load_run_config
     from nnrun.rundir import RunDir
 
-    return build_data(load_run_config(RunDir.open(run))).split("val").y[:n].tolist()
+    return build_data(RunDir.open(run).read_config()).split("val").y[:n].tolist()
 
 
 def test_gradcam_writes_maps_overlays_grid_and_manifest(run_dir):

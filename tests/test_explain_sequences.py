@@ -246,9 +246,8 @@ def sequence_run(tmp_path_factory) -> Path:
 def val_tokens(run: Path, n: int) -> np.ndarray:
     from nnrun.engine.build import build_data
     from nnrun.rundir import RunDir
-    from nnrun.inference.load import load_run_config
 
-    return build_data(load_run_config(RunDir.open(run))).split("val").x[:n]
+    return build_data(RunDir.open(run).read_config()).split("val").x[:n]
 
 
 @pytest.mark.slow

@@ -93,9 +93,8 @@ def raw_split(run: Path, split: str = "val") -> tuple[np.ndarray, np.ndarray]:
     """The split's raw inputs (uint8 images / int token ids) and labels, as the data set gives them."""
     from nnrun.engine.build import build_data
     from nnrun.rundir import RunDir
-    from nnrun.inference.load import load_run_config
 
-    part = build_data(load_run_config(RunDir.open(run))).split(split)
+    part = build_data(RunDir.open(run).read_config()).split(split)
     return part.x, part.y
 
 

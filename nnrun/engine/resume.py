@@ -56,11 +56,9 @@ def prepare_resume(run_dir: str | Path, config: Path | None, overrides: list[str
                    allow_change: list[str], say=None) -> tuple[RunDir, RunConfig, list[str]]:
     """The run, the config to continue with, and the changed keys (written by `record_changes`
     only once the new config has been prepared successfully). `say` gets notes for the user."""
-    from nnrun.inference.load import load_run_config
-
     run = RunDir.open(run_dir)
     record = run.read()
-    original = load_run_config(run)
+    original = run.read_config()
     cfg = original
     changes: list[str] = []
     if config is not None or overrides:

@@ -81,7 +81,7 @@ def explain(run_dir: str | Path, method: str, *, layer: str | None = None, num_i
             checkpoint: str = "best") -> dict:
     """Explain the first `num_images` images of `split`; returns the manifest (with its path)."""
     from nnrun.engine.build import build_data
-    from nnrun.inference.load import load_checkpoint, load_run_config
+    from nnrun.inference.load import load_checkpoint
     from nnrun.rundir import RunDir, atomic_write
 
     component, params = explainer_component(
@@ -94,7 +94,7 @@ def explain(run_dir: str | Path, method: str, *, layer: str | None = None, num_i
     run = RunDir.open(run_dir)
     if not (run.checkpoints / f"{checkpoint}.keras").is_file():
         raise UsageError(f"run has no checkpoint checkpoints/{checkpoint}.keras (did training finish?): {run.path}")
-    cfg = load_run_config(run)
+    cfg = run.read_config()
     from nnrun.engine import runtime
 
     if _imports_tensorflow(cfg):  # through the quiet path, as train and evaluate do

@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nnrun.rundir import RunDir
-from nnrun.inference.load import check_checkpoint, data_facts, eval_techniques, load_checkpoint, load_run_config
-
-__all__ = ["evaluate", "load_checkpoint", "load_run_config"]  # explain imports the loaders from here
+from nnrun.inference.load import check_checkpoint, data_facts, eval_techniques, load_checkpoint
 
 
 def evaluate(run_dir: str | Path, split: str = "val", checkpoint: str = "best") -> dict:
@@ -15,7 +13,7 @@ def evaluate(run_dir: str | Path, split: str = "val", checkpoint: str = "best") 
     techniques' eval transforms); pair runs also get `<split>_pair_accuracy` at the run's threshold."""
     run = RunDir.open(run_dir)
     check_checkpoint(run, checkpoint)
-    cfg = load_run_config(run)
+    cfg = run.read_config()
     from nnrun.engine import build, pipeline, runtime
 
     runtime.setup(cfg)

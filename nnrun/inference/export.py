@@ -103,10 +103,10 @@ def export(run_dir: str | Path, fmt: str = "keras", checkpoint: str = "best") ->
     if fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     run = RunDir.open(run_dir)
-    from nnrun.inference.load import check_checkpoint, data_facts, eval_techniques, load_checkpoint, load_run_config
+    from nnrun.inference.load import check_checkpoint, data_facts, eval_techniques, load_checkpoint
 
     check_checkpoint(run, checkpoint)
-    cfg = load_run_config(run)
+    cfg = run.read_config()
     from nnrun.engine import runtime
 
     runtime.setup(cfg)

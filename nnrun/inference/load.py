@@ -10,21 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from nnrun.config import resolve
-from nnrun.config.safe_yaml import read_yaml_file
-from nnrun.rundir import CONFIG_YAML, RunDir
+from nnrun.rundir import RunDir
 from nnrun.errors import UsageError, first_line
 
 CHECKPOINTS = ("best", "last")
-
-
-def load_run_config(run: RunDir):
-    """The run's resolved config, after loading the plugins it was trained with."""
-    from nnrun import registry
-
-    for plugin in run.read().get("plugins", []):
-        registry.load_plugin(plugin)
-    return resolve(read_yaml_file(run.path / CONFIG_YAML))
 
 
 def check_checkpoint(run: RunDir, which: str) -> Path:

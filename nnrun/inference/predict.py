@@ -170,7 +170,7 @@ def predict(run_dir: str | Path, inputs: list[Path], *, out: Path | None = None,
             warn: Callable[[str], None] = print, progress: Callable[[int, int], None] | None = None) -> dict:
     """Predict every readable input; writes the CSV and returns a summary (path, counts, accuracy, speed).
     `warn(line)` reports skipped files; `progress(done, total)` is called after each batch."""
-    from nnrun.inference.load import check_checkpoint, data_facts, eval_techniques, load_checkpoint, load_run_config
+    from nnrun.inference.load import check_checkpoint, data_facts, eval_techniques, load_checkpoint
 
     run = RunDir.open(run_dir)
     check_checkpoint(run, checkpoint)
@@ -178,7 +178,7 @@ def predict(run_dir: str | Path, inputs: list[Path], *, out: Path | None = None,
         raise UsageError(f"--tta must be one of {', '.join(TTA)}, got {tta!r}")
     if batch_size is not None and batch_size < 1 or top_k is not None and top_k < 1:
         raise UsageError("--batch-size and --top-k must be >= 1")
-    cfg = load_run_config(run)
+    cfg = run.read_config()
     facts = data_facts(run, cfg)
     if facts.task != "classification":
         raise UsageError(f"predict needs a classification run; {cfg.data.dataset} is a {facts.task} data set")
