@@ -106,6 +106,7 @@ def train(
     from nnrun.rundir import command_line
     from nnrun.engine.train import Output, train as run_training
     from nnrun.errors import UsageError
+    from nnrun.results.report import report_finished_run
 
     _load_plugins(plugin)
     run, changes = None, []
@@ -123,6 +124,7 @@ def train(
     if interactive and not stderr.is_terminal:
         out.epoch_lines = True
     run = run_training(cfg, command_line(), out, resume=run, changes=changes)
+    report_finished_run(run.path)
     if interactive or verbose:
         record = run.read()
         table = Table(title=f"{cfg.name}: {record.get('status')} in {record.get('wall_time_s')} s")

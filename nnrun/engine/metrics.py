@@ -1,27 +1,47 @@
-"""Metrics computed once after training on whole splits, merged into run.json's final_metrics.
+"""Which way a metric improves, and the metrics computed once after training on whole splits
+(merged into run.json's final_metrics).
 
 Streaming Keras metrics cannot give these: balanced accuracy needs every class's recall, and
 the pair threshold is chosen on the training pairs before it is applied to validation. They
 score the model as it is at the end of `fit` (the last epoch), like the other final metrics.
+numpy is imported inside the functions: `nnrun runs` sorts with `higher_is_better` and must not
+pay for the import.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import typing
+
+if typing.TYPE_CHECKING:
+    import numpy as np
+
+# Metrics where smaller is better; everything else (accuracy, auc, ...) sorts best = highest.
+_LOWER_IS_BETTER = ("loss", "error", "mse", "mae", "time", "perplexity", "epoch")
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether a larger value of `metric` is better (what checkpoints, sorting and studies use)."""
+    return not any(word in metric.lower() for word in _LOWER_IS_BETTER)
 
 
 def per_class_recall(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> dict[int, float]:
     """Recall of each class that occurs in y_true (a class with no examples has no recall)."""
+    import numpy as np
+
     return {c: float(np.mean(y_pred[y_true == c] == c)) for c in range(num_classes) if np.any(y_true == c)}
 
 
 def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
     """Mean per-class recall over the classes present (as sklearn's balanced_accuracy_score)."""
+    import numpy as np
+
     return float(np.mean(list(per_class_recall(y_true, y_pred, num_classes).values())))
 
 
 def pair_accuracy(distances: np.ndarray, same: np.ndarray, threshold: float) -> float:
     """Accuracy of "same iff distance <= threshold" (same: 1 same, 0 different)."""
+    import numpy as np
+
     return float(np.mean((distances <= threshold) == (same == 1)))
 
 
@@ -31,6 +51,8 @@ def best_threshold(distances: np.ndarray, same: np.ndarray) -> tuple[float, floa
     Every rule "same iff d <= t" is a cut in the sorted distances; cuts only fall between
     distinct values, so tied distances are never split. t is the midpoint of the cut.
     """
+    import numpy as np
+
     order = np.argsort(distances, kind="stable")
     d, s = distances[order], (same[order] == 1).astype(np.int64)
     n, total_different = len(d), int(np.sum(s == 0))
@@ -46,6 +68,8 @@ def best_threshold(distances: np.ndarray, same: np.ndarray) -> tuple[float, floa
 
 
 def pair_distances(model, split, batch_size: int) -> np.ndarray:
+    import numpy as np
+
     embeddings = np.asarray(model.predict(split.x, batch_size=batch_size, verbose=0), dtype=np.float64)
     return np.linalg.norm(embeddings[:, 0] - embeddings[:, 1], axis=-1)
 
@@ -54,6 +78,8 @@ def final_metrics(model, data, cfg, val_dataset=None) -> dict:
     """Classification: per-class recall and balanced accuracy on val (through `val_dataset`, the
     validation pipeline with the techniques' eval transforms, when given). Pairs:
     val_pair_accuracy at the distance threshold chosen on the training pairs."""
+    import numpy as np
+
     batch_size = cfg.data.eval_batch_size or cfg.data.batch_size
     val = data.split("val")
     if data.task == "pairs":

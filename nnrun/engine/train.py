@@ -159,7 +159,8 @@ def _check_monitors(cfg: RunConfig, data) -> None:
 def train(cfg: RunConfig, argv: list[str], out: Output, resume: RunDir | None = None,
           changes: list[str] | None = None, extra_callbacks=()) -> RunDir:
     """Train a new run (or continue `resume`) and leave it completed, failed or interrupted
-    (or pruned: an `extra_callbacks` Keras callback may raise errors.Pruned at the end of fit)."""
+    (or pruned: an `extra_callbacks` Keras callback may raise errors.Pruned at the end of fit).
+    The callers (`nnrun train`, the search worker) then write report.html (results.report)."""
     from nnrun.engine.distribute import is_multi_worker
 
     lr_scale = 1.0
@@ -212,12 +213,10 @@ def train(cfg: RunConfig, argv: list[str], out: Output, resume: RunDir | None = 
         except Pruned as exc:  # a search trial stopped by its pruner: not a failure
             run.finish("pruned", reason=str(exc), pruned_at_epoch=exc.epoch, final_metrics=exc.final_metrics)
             exc.run_dir = run.path
-            try:  # what a finished run has: learning curves and report.html
+            try:  # what a finished run has: learning curves (the caller writes report.html)
                 from nnrun.engine import plots
-                from nnrun.results.report import write_report
 
                 plots.learning_curves(run.read_metrics(), run.plots / "learning_curves.png", title=cfg.name)
-                write_report(run.path)
             except Exception:  # noqa: BLE001 - a figure that cannot be drawn must not fail the run
                 pass
             raise
@@ -232,12 +231,6 @@ def train(cfg: RunConfig, argv: list[str], out: Output, resume: RunDir | None = 
             run.finish("failed", reason=reason)
             raise RunFailed(f"{reason} (run directory: {run.path})") from exc
     run.finish("completed", final_metrics=final)
-    try:  # report.html; a report that cannot be drawn must not fail a finished run
-        from nnrun.results.report import write_report
-
-        write_report(run.path)
-    except Exception:  # noqa: BLE001
-        pass
     return run
 
 
@@ -369,7 +362,7 @@ def _fit_segments(p: Prepared, run: RunDir, out: Output, guard: SignalGuard, bac
 
     from nnrun.engine import callbacks, pipeline, plots, snapshot
     from nnrun.engine.distribute import callbacks as strategy_callbacks, is_multi_worker
-    from nnrun.results.runs import higher_is_better
+    from nnrun.engine.metrics import higher_is_better
 
     cfg, model = p.cfg, p.model
     epochs, steps = cfg.train.epochs, p.steps

@@ -115,3 +115,12 @@ def write_report(run_dir: str | Path) -> Path:
     path = Path(run_dir) / REPORT
     atomic_write(path, render(run_dir))
     return path
+
+
+def report_finished_run(run_dir: str | Path) -> None:
+    """report.html for a run that just ended (completed or pruned): a report that cannot be drawn
+    must not fail the run it describes."""
+    try:
+        write_report(run_dir)
+    except Exception:  # noqa: BLE001
+        pass

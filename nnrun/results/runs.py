@@ -13,12 +13,11 @@ from typing import Any
 import yaml
 
 from nnrun.config import flatten
+from nnrun.engine.metrics import higher_is_better
 from nnrun.rundir import CONFIG_YAML, RUN_JSON
 from nnrun.errors import ConfigError, UsageError
 
 MISSING = object()
-# Metrics where smaller is better; everything else (accuracy, auc, ...) sorts best = highest.
-_LOWER_IS_BETTER = ("loss", "error", "mse", "mae", "time", "perplexity", "epoch")
 
 
 def find_runs(root: str | Path, filters: list[str] | None = None, sort: str | None = None,
@@ -170,10 +169,6 @@ def matches(record: dict, key: str, raw: str, op: str = "=") -> bool:
         a, w = _number(actual), _number(wanted)
         return a is not None and w is not None and _ORDER[op](_shown(a), _shown(w))
     return _equal(actual, wanted, raw) != (op == "!=")
-
-
-def higher_is_better(metric: str) -> bool:
-    return not any(word in metric.lower() for word in _LOWER_IS_BETTER)
 
 
 def sort_records(records: list[dict], metric: str, reverse: bool = False) -> list[dict]:

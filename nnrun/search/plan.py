@@ -128,7 +128,7 @@ def plan_search(path: Path, spec: SearchSpec, dists: dict, raw: dict, shared: li
     cannot work. Each parameter's every choice and both bounds are resolved onto the base."""
     from nnrun.config.loader import apply_overrides
     from nnrun.config.resolve import resolve
-    from nnrun.results.runs import higher_is_better
+    from nnrun.engine.metrics import higher_is_better
     from nnrun.config import identity, set_value
 
     where = f"{path}: search"

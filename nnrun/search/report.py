@@ -85,7 +85,7 @@ def sorted_rows(info: dict) -> list[dict]:
     metric = info["sort_metric"]
     maximize = info["direction"] == "maximize" if metric == info["metric"] else None
     if maximize is None:
-        from nnrun.results.runs import higher_is_better
+        from nnrun.engine.metrics import higher_is_better
 
         maximize = higher_is_better(metric)
 

@@ -195,7 +195,8 @@ class Worker:
 
         from nnrun.rundir import RunDir
         from nnrun.engine.train import Output, train
-        from nnrun.results.runs import higher_is_better
+        from nnrun.engine.metrics import higher_is_better
+        from nnrun.results.report import report_finished_run
         from nnrun.search.pruning import PruningReporter
 
         keras.backend.clear_session()  # fresh Keras state; train's setup sets seeds, determinism, dtype policy
@@ -208,8 +209,9 @@ class Worker:
         try:
             with released_gradient_registrations():
                 run = train(cfg, argv, out, extra_callbacks=[reporter])
-        except Pruned as exc:  # nnrun train has drawn its learning curves and report.html
+        except Pruned as exc:  # train has drawn its learning curves; the report is ours to write
             run = RunDir(exc.run_dir)
+            report_finished_run(run.path)
             return TrialState.PRUNED, None, result_of(run, str(exc))
         except KeyboardInterrupt:
             raise
@@ -218,6 +220,7 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - a trial's crash never stops the study
             return TrialState.FAIL, None, result_of(self.study.run_dir_of(trial), f"{type(exc).__name__}: "
                                                     f"{first_line(exc)}", "failed")
+        report_finished_run(run.path)
         value = reporter.last_value
         if value is None or math.isnan(value):  # no epoch, or NaN
             return TrialState.FAIL, None, result_of(run, f"{self.plan.metric} is {value}", "failed")

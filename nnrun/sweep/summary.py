@@ -10,7 +10,7 @@ from pathlib import Path
 
 from nnrun.results.compare import fmt
 from nnrun.rundir import atomic_write
-from nnrun.results.runs import higher_is_better
+from nnrun.engine.metrics import higher_is_better
 from nnrun.sweep.runner import Outcome
 from nnrun.sweep.sweep_file import Sweep
 
