@@ -33,7 +33,7 @@ CATALOG = (
     "nnrun.components.models.siamese",
     "nnrun.components.losses.focal",
     "nnrun.components.losses.contrastive",
-    "nnrun.layers.catalog",
+    "nnrun.components.custom_objects.catalog",
     "nnrun.components.optim.optimizers",
     "nnrun.components.optim.schedules",
     "nnrun.components.techniques.mixup",

@@ -90,7 +90,7 @@ def embeddings_at(distances):
 
 
 def test_contrastive_loss_matches_hand_computed_pairs():
-    from nnrun.layers.pairs import ContrastiveLoss
+    from nnrun.components.custom_objects.pairs import ContrastiveLoss
 
     y = np.array([1, 0, 0, 1], "float32")  # 1 = same
     pred = embeddings_at([0.5, 0.3, 1.5, 0.0])
@@ -107,7 +107,7 @@ def test_contrastive_loss_matches_hand_computed_pairs():
 def test_contrastive_gradient_is_finite_when_embeddings_coincide():
     import tensorflow as tf
 
-    from nnrun.layers.pairs import ContrastiveLoss
+    from nnrun.components.custom_objects.pairs import ContrastiveLoss
 
     pred = tf.Variable(np.ones((2, 2, 3), "float32"))
     with tf.GradientTape() as tape:
@@ -117,7 +117,7 @@ def test_contrastive_gradient_is_finite_when_embeddings_coincide():
 
 
 def test_pair_accuracy_metric_thresholds_the_distance():
-    from nnrun.layers.pairs import PairAccuracy
+    from nnrun.components.custom_objects.pairs import PairAccuracy
 
     metric = PairAccuracy(threshold=0.5)
     metric.update_state(np.array([1, 1, 0, 0]), embeddings_at([0.2, 0.7, 0.9, 0.4]))

@@ -72,7 +72,7 @@ def build_metrics(cfg: RunConfig, data: DataBundle):
     import keras
 
     if data.task == "pairs":  # per epoch at a fixed threshold; final val_pair_accuracy: engine/metrics.py
-        from nnrun.layers.pairs import PairAccuracy
+        from nnrun.components.custom_objects.pairs import PairAccuracy
 
         _, params = _params("loss", cfg.loss.name, cfg.loss.params)
         return [PairAccuracy(threshold=getattr(params, "margin", 1.0) / 2, name="half_margin_accuracy")]

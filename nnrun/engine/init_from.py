@@ -107,7 +107,7 @@ def initialise(model, spec: str, checkpoint: str = "best", class_names: list[str
 def _from_model_file(model, source: Path, skip=()) -> tuple[list[str], list[str]]:
     import keras
 
-    from nnrun.layers import load_all
+    from nnrun.components.custom_objects import load_all
 
     load_all()
     try:

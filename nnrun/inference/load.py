@@ -31,7 +31,7 @@ def load_checkpoint(run: RunDir, which: str = "best"):
     path = check_checkpoint(run, which)
     import keras
 
-    from nnrun.layers import load_all
+    from nnrun.components.custom_objects import load_all
 
     load_all()  # registers nnrun's custom layers (siamese pairs, attention) so safe_mode can rebuild them
     try:

@@ -1,4 +1,4 @@
-"""`contrastive`: Hadsell et al. (2006) loss for siamese pairs (see nnrun.layers.pairs).
+"""`contrastive`: Hadsell et al. (2006) loss for siamese pairs (see components/custom_objects/pairs.py).
 
 Labels: 1 = same (similar), 0 = different. The model outputs the two embeddings stacked,
 (B, 2, E); d is their Euclidean distance and L = y d^2 / 2 + (1 - y) max(0, m - d)^2 / 2.
@@ -20,6 +20,6 @@ class ContrastiveParams(Params):
 @register("loss", "contrastive", ContrastiveParams)
 def build(p: ContrastiveParams):
     """Contrastive loss on pair embeddings (y=1 same): y d^2/2 + (1-y) max(0, m-d)^2/2, d Euclidean."""
-    from nnrun.layers.pairs import ContrastiveLoss
+    from nnrun.components.custom_objects.pairs import ContrastiveLoss
 
     return ContrastiveLoss(margin=p.margin)

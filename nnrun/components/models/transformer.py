@@ -110,7 +110,7 @@ def attention_pooling(x, mask, units: int):
 
     With a learned query, W2 q is a learned vector, i.e. exactly the bias of the W1 projection,
     so this is Dense(units, tanh) then Dense(1): stock layers, and an exported model loads
-    without nnrun. (nnrun.layers.attention.AdditiveAttentionPooling, the registered layer,
+    without nnrun. (custom_objects.attention.AdditiveAttentionPooling, the registered layer,
     takes a query from the caller.) Padding positions get weight exactly 0.
     """
     import keras

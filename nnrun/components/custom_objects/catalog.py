@@ -20,6 +20,6 @@ class AdditiveAttentionParams(Params):
 @register("layer", "additive_attention", AdditiveAttentionParams)
 def build_additive_attention(p: AdditiveAttentionParams):
     """Bahdanau attention pooling v^T tanh(W1 h + W2 q), masked softmax; returns (context, weights)."""
-    from nnrun.layers.attention import AdditiveAttentionPooling
+    from nnrun.components.custom_objects.attention import AdditiveAttentionPooling
 
     return AdditiveAttentionPooling(p.units, learned_query=p.learned_query, query_dim=p.query_dim)
