@@ -231,10 +231,7 @@ def evaluate(
 ):
     """Score a run's checkpoint on a split; the result is appended to metrics.jsonl."""
     from nnrun.inference.evaluate import evaluate as run_evaluate
-    from nnrun.errors import UsageError
 
-    if checkpoint not in ("best", "last"):
-        raise UsageError(f"--checkpoint must be best or last, got {checkpoint!r}")
     scores = run_evaluate(run_dir, split, checkpoint)
     if as_json:
         print(json.dumps(scores))
@@ -427,10 +424,7 @@ def export(
 ):
     """Write the model, reload it and check its outputs; the last line printed is the export path."""
     from nnrun.inference.export import export as run_export
-    from nnrun.errors import UsageError
 
-    if checkpoint not in ("best", "last"):
-        raise UsageError(f"--checkpoint must be best or last, got {checkpoint!r}")
     result = run_export(run_dir, fmt, checkpoint)
     stderr.print(f"{fmt}: outputs match on {result['checked_inputs']} stored raw inputs "
                  f"(max |diff| {result['max_abs_diff']:.3g})", highlight=False)

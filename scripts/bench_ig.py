@@ -49,16 +49,15 @@ def main() -> None:
 
     from nnrun.engine import runtime
     from nnrun.engine.build import build_data
-    from nnrun.inference.load import load_checkpoint
-    from nnrun.rundir import RunDir
+    from nnrun.inference.open_run import open_run
     from nnrun.explain.base import gradient_fn, outputs_of, scores_of
     from nnrun.explain.integrated_gradients import IGParams, completeness_error, integrated_gradients, quadrature
 
-    run = RunDir.open(run_path)
-    cfg = run.read_config()
+    opened = open_run(run_path)
+    cfg = opened.cfg
     tf = runtime.import_tensorflow()
     runtime.setup(cfg)
-    model = load_checkpoint(run)
+    model = opened.load_model()
     x = build_data(cfg).split("val").head(args.images)[0].astype(np.float32)
     targets = outputs_of(model, x, 64).argmax(axis=1).astype(np.int32)
     baseline = np.zeros_like(x)
@@ -82,7 +81,7 @@ def main() -> None:
 
     loop_err = completeness_error(looped, f_x, f_b)
     batched_err = completeness_error(batched, f_x, f_b)
-    print(f"run: {run.path}")
+    print(f"run: {opened.run.path}")
     print(f"{len(x)} images x {args.steps} steps, {x.shape[1]}x{x.shape[2]} px, batch size {args.batch_size}")
     print(f"seed loop (1 gradient call per step, linspace mean): {loop_s:8.2f} s   "
           f"completeness error max {np.nanmax(loop_err):.4f} mean {np.nanmean(loop_err):.4f}")

@@ -81,20 +81,16 @@ def explain(run_dir: str | Path, method: str, *, layer: str | None = None, num_i
             checkpoint: str = "best") -> dict:
     """Explain the first `num_images` images of `split`; returns the manifest (with its path)."""
     from nnrun.engine.build import build_data
-    from nnrun.inference.load import load_checkpoint
-    from nnrun.rundir import RunDir, atomic_write
+    from nnrun.inference.open_run import open_run
+    from nnrun.rundir import atomic_write
 
     component, params = explainer_component(
         method, {"layer": layer, "steps": steps, "baseline": baseline, "samples": samples, "noise": noise, "base": base})
     spec = parse_target(target)
     if num_images < 1 or batch_size < 1:
         raise UsageError("--num-images and --batch-size must be >= 1")
-    if checkpoint not in ("best", "last"):
-        raise UsageError(f"--checkpoint must be best or last, got {checkpoint!r}")
-    run = RunDir.open(run_dir)
-    if not (run.checkpoints / f"{checkpoint}.keras").is_file():
-        raise UsageError(f"run has no checkpoint checkpoints/{checkpoint}.keras (did training finish?): {run.path}")
-    cfg = run.read_config()
+    opened = open_run(run_dir, checkpoint)
+    run, cfg = opened.run, opened.cfg
     from nnrun.engine import runtime
 
     if _imports_tensorflow(cfg):  # through the quiet path, as train and evaluate do
@@ -119,8 +115,8 @@ def explain(run_dir: str | Path, method: str, *, layer: str | None = None, num_i
     if isinstance(spec, int):
         resolve_targets(spec, labels, labels, data.num_classes)  # range check before loading TensorFlow
 
-    runtime.setup(cfg)
-    model = load_checkpoint(run, checkpoint)
+    opened.setup_runtime()
+    model = opened.load_model()
     probs = _softmax(outputs_of(model, x, batch_size))
     predicted = probs.argmax(axis=1)
     targets = resolve_targets(spec, predicted, labels, data.num_classes)

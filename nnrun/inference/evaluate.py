@@ -4,25 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nnrun.inference.open_run import open_run
 from nnrun.rundir import RunDir
-from nnrun.inference.load import check_checkpoint, data_facts, eval_techniques, load_checkpoint
 
 
 def evaluate(run_dir: str | Path, split: str = "val", checkpoint: str = "best") -> dict:
     """Keras metrics of the checkpoint on `split` through the validation pipeline (raw inputs, the
     techniques' eval transforms); pair runs also get `<split>_pair_accuracy` at the run's threshold."""
-    run = RunDir.open(run_dir)
-    check_checkpoint(run, checkpoint)
-    cfg = run.read_config()
-    from nnrun.engine import build, pipeline, runtime
+    opened = open_run(run_dir, checkpoint)
+    run, cfg = opened.run, opened.cfg
+    from nnrun.engine import build, pipeline
 
-    runtime.setup(cfg)
+    opened.setup_runtime()
     data = build.build_data(cfg)
     part = data.split(split)
-    model = load_checkpoint(run, checkpoint)
+    model = opened.load_model()
     model.compile(loss=build.build_loss(cfg), metrics=build.build_metrics(cfg, data))
     labels = build.label_mode(cfg, data)
-    techniques = eval_techniques(cfg, data_facts(run, cfg), len(data.split("train")))
+    techniques = opened.eval_techniques(len(data.split("train")))
     batch_size = cfg.data.eval_batch_size or cfg.data.batch_size
     ds = pipeline.eval_dataset(part, batch_size=batch_size, num_classes=data.num_classes, label_mode=labels,
                                techniques=techniques)

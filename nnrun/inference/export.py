@@ -102,17 +102,14 @@ def export(run_dir: str | Path, fmt: str = "keras", checkpoint: str = "best") ->
     export's outputs on raw inputs differ from the trained model's (nothing is kept then)."""
     if fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    run = RunDir.open(run_dir)
-    from nnrun.inference.load import check_checkpoint, data_facts, eval_techniques, load_checkpoint
+    from nnrun.inference.open_run import open_run
 
-    check_checkpoint(run, checkpoint)
-    cfg = run.read_config()
-    from nnrun.engine import runtime
-
-    runtime.setup(cfg)
-    facts = data_facts(run, cfg)
-    techniques = eval_techniques(cfg, facts, run.read().get("data", {}).get("num_train") or cfg.data.batch_size)
-    model = load_checkpoint(run, checkpoint)
+    opened = open_run(run_dir, checkpoint)
+    run, cfg = opened.run, opened.cfg
+    opened.setup_runtime()
+    facts = opened.facts
+    techniques = opened.eval_techniques()
+    model = opened.load_model()
     directory = run.path / "exported"
     inputs, expected = _reference(run, cfg, model, techniques, directory)
     target = directory / FORMATS[fmt]

@@ -170,16 +170,15 @@ def predict(run_dir: str | Path, inputs: list[Path], *, out: Path | None = None,
             warn: Callable[[str], None] = print, progress: Callable[[int, int], None] | None = None) -> dict:
     """Predict every readable input; writes the CSV and returns a summary (path, counts, accuracy, speed).
     `warn(line)` reports skipped files; `progress(done, total)` is called after each batch."""
-    from nnrun.inference.load import check_checkpoint, data_facts, eval_techniques, load_checkpoint
+    from nnrun.inference.open_run import open_run
 
-    run = RunDir.open(run_dir)
-    check_checkpoint(run, checkpoint)
+    opened = open_run(run_dir, checkpoint)
+    run = opened.run
     if tta not in TTA:
         raise UsageError(f"--tta must be one of {', '.join(TTA)}, got {tta!r}")
     if batch_size is not None and batch_size < 1 or top_k is not None and top_k < 1:
         raise UsageError("--batch-size and --top-k must be >= 1")
-    cfg = run.read_config()
-    facts = data_facts(run, cfg)
+    cfg, facts = opened.cfg, opened.facts
     if facts.task != "classification":
         raise UsageError(f"predict needs a classification run; {cfg.data.dataset} is a {facts.task} data set")
     if tta == "flip" and not facts.is_image:
@@ -189,11 +188,9 @@ def predict(run_dir: str | Path, inputs: list[Path], *, out: Path | None = None,
     batch_size = batch_size or cfg.data.eval_batch_size or cfg.data.batch_size
     target = _output_path(run, out)
 
-    from nnrun.engine import runtime
-
-    runtime.setup(cfg)
-    techniques = eval_techniques(cfg, facts, run.read().get("data", {}).get("num_train") or cfg.data.batch_size)
-    model = load_checkpoint(run, checkpoint)
+    opened.setup_runtime()
+    techniques = opened.eval_techniques()
+    model = opened.load_model()
     probabilities = probabilities_fn(model, techniques, facts, tta)
 
     kept, probs, skipped = [], [], []
