@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: setup run test test-fast bench clean
+.PHONY: setup run test test-fast bench docs clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,10 @@ test-fast: setup
 
 bench: setup
 	$(BIN)/python scripts/bench.py
+
+## Build the documentation site into site/ (broken links or missing pages fail it).
+docs: setup
+	$(BIN)/mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
