@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -71,6 +73,29 @@ class Component:
     def doc(self) -> str:
         text = (self.builder.__doc__ or "").strip()
         return text.splitlines()[0] if text else ""
+
+    def describe(self) -> dict:
+        """kind, name, doc and every parameter (name, type, default, required, doc), as
+        `nnrun components` prints it and `--json` gives it (the docs' reference reads that)."""
+        params = [
+            {"name": n, "type": type_name(f.annotation),
+             "default": None if f.is_required() else f.get_default(call_default_factory=True),
+             "required": f.is_required(), "doc": f.description or ""}
+            for n, f in self.params.model_fields.items()
+        ]
+        return {"kind": self.kind, "name": self.name, "doc": self.doc, "params": params}
+
+
+def type_name(annotation) -> str:
+    """A parameter's type as users write it: `int | null`, `adam|sgd`, `list[int]`."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return "|".join(str(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(type_name(a) for a in args).replace("NoneType", "null")
+    if origin in (list, tuple, dict):
+        return f"{origin.__name__}[{', '.join(type_name(a) for a in args)}]"
+    return getattr(annotation, "__name__", str(annotation))
 
 
 _TABLES: dict[str, dict[str, Component]] = {kind: {} for kind in KINDS}

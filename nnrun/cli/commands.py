@@ -1,4 +1,6 @@
-"""The `nnrun` command line: parse, call one engine function per command, render with rich.
+"""The commands: each parses its arguments, calls one function of the package below, and
+prints the result (tables.py draws the tables). The last stdout line of a command that makes
+something is its path, for shell loops.
 
 Imports stay light at module level: TensorFlow is only imported inside the commands that
 train or load models, so `--help`, `validate`, `components` and `schema` answer at once.
@@ -8,70 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import sys
-import typing
 from pathlib import Path
 from typing import Optional
 
-import functools
-
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
-from typer.core import TyperCommand
 
-from nnrun.errors import NNRunError
-
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    help="Train, evaluate and inspect Keras experiments described by one YAML config.",
-)
-# Not a terminal (pipes, CI logs): wide enough that tables never fold run names or numbers.
-stdout = Console(width=None if sys.stdout.isatty() else 200)
-stderr = Console(stderr=True)
-_state = {"debug": False, "console_entry": False}
-
-
-@app.callback()
-def _options(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")):
-    _state["debug"] = debug
-
-
-class Command(TyperCommand):
-    """Usage lines as man pages write them (`RUN_DIR`, `[CONFIG]`), not typer's `{run_dir}`."""
-
-    def collect_usage_pieces(self, ctx):
-        return [piece[1:].replace("}", "", 1) if piece.startswith("{") else piece
-                for piece in super().collect_usage_pieces(ctx)]
-
-
-def handled(command):
-    """Turn nnrun errors, Ctrl-C and SIGTERM into one stderr line and the documented exit code."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except NNRunError as exc:
-            _fail(exc.prefix, str(exc), exc.exit_code)
-        except KeyboardInterrupt as exc:
-            code, what = (143, "terminated (SIGTERM)") if type(exc).__name__ == "Terminated" \
-                else (130, "interrupted (Ctrl-C)")
-            run_dir = getattr(exc, "run_dir", None)  # set by `nnrun train` once its run directory exists
-            if run_dir is not None:  # the run directory stays the last stdout line, as when completed
-                then = (f"continue with: nnrun train --resume {shlex.quote(str(run_dir))}"
-                        if getattr(exc, "resumable", False) else "before its first backup: nothing to resume")
-                _fail("interrupted", f"{what}; {then}", code, last_line=str(run_dir))
-            _fail("interrupted", what, code)
-        except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback with --debug
-            _fail("internal error", f"{type(exc).__name__}: {exc}", 1)
-
-    return wrapper
+from nnrun.cli.app import Command, _state, app, handled, stderr, stdout
+from nnrun.cli.tables import component_tables, metrics_table, runs_table
 
 
 # -- train / validate ---------------------------------------------------------------------
@@ -127,12 +74,8 @@ def train(
     report_finished_run(run.path)
     if interactive or verbose:
         record = run.read()
-        table = Table(title=f"{cfg.name}: {record.get('status')} in {record.get('wall_time_s')} s")
-        table.add_column("metric")
-        table.add_column("value", justify="right")
-        for key, value in record.get("final_metrics", {}).items():
-            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
-        stdout.print(table)
+        stdout.print(metrics_table(f"{cfg.name}: {record.get('status')} in {record.get('wall_time_s')} s",
+                                   record.get("final_metrics", {})))
     print(run.path, flush=True)
 
 
@@ -158,17 +101,6 @@ def validate(
 
 # -- components / schema ------------------------------------------------------------------
 
-def _type_name(annotation) -> str:
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin is typing.Literal:
-        return "|".join(str(a) for a in args)
-    if origin in (typing.Union, __import__("types").UnionType):
-        return " | ".join(_type_name(a) for a in args).replace("NoneType", "null")
-    if origin in (list, tuple, dict):
-        return f"{origin.__name__}[{', '.join(_type_name(a) for a in args)}]"
-    return getattr(annotation, "__name__", str(annotation))
-
-
 @app.command(cls=Command)
 @handled
 def components(
@@ -181,31 +113,14 @@ def components(
 
     if kind is not None and kind not in registry.KINDS:
         raise UsageError(registry.unknown_message("component kind", kind, list(registry.KINDS)))
-    rows = []
-    for comp in registry.components(kind):
-        params = [
-            {"name": n, "type": _type_name(f.annotation),
-             "default": None if f.is_required() else f.get_default(call_default_factory=True),
-             "required": f.is_required(), "doc": f.description or ""}
-            for n, f in comp.params.model_fields.items()
-        ]
-        rows.append({"kind": comp.kind, "name": comp.name, "doc": comp.doc, "params": params})
+    rows = [comp.describe() for comp in registry.components(kind)]
     if as_json:
         print(json.dumps(rows, indent=2, default=str))
         return
     if not rows:
         stdout.print(f"no {kind} components are registered yet")
         return
-    for row in rows:
-        table = Table(title=f"[bold]{row['kind']} {row['name']}[/bold]: {escape(row['doc'])}", title_justify="left",
-                      show_edge=False, expand=False)
-        for col in ("parameter", "type", "default", "description"):
-            table.add_column(col, overflow="fold")
-        for p in row["params"]:
-            default = "(required)" if p["required"] else json.dumps(p["default"], default=str)
-            table.add_row(*(escape(str(cell)) for cell in (p["name"], p["type"], default, p["doc"])))
-        if not row["params"]:
-            table.add_row("-", "", "", "no parameters")
+    for table in component_tables(rows):
         stdout.print(table)
         stdout.print()
 
@@ -236,12 +151,7 @@ def evaluate(
     if as_json:
         print(json.dumps(scores))
         return
-    table = Table(title=f"{run_dir} [{split}, {checkpoint}]")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key, value in scores.items():
-        table.add_row(key, f"{value:.4f}")
-    stdout.print(table)
+    stdout.print(metrics_table(f"{run_dir} [{split}, {checkpoint}]", scores))
 
 
 @app.command(cls=Command)
@@ -254,31 +164,16 @@ def runs(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ):
     """Table of runs under ROOT: status, epochs, final metrics, wall time."""
-    from nnrun.results.compare import fmt as show
-    from nnrun.results.runs import find_runs, public, value_of
+    from nnrun.results.runs import find_runs, public
 
     records = find_runs(root, filters, sort, reverse)
     if as_json:
         print(json.dumps([public(r) for r in records], indent=2, default=str))
         return
-    table = Table()
-    extra = [sort] if sort and sort not in ("val_accuracy", "val_loss", "accuracy") else []
-    for col in ("run", "status", "epochs", "val_accuracy", "val_loss", "accuracy", *extra, "wall s"):
-        table.add_column(col, justify="left" if col in ("run", "status") else "right")
-    for r in records:
-        fm = r.get("final_metrics") or {}
-        fmt = lambda v: show(float(v)) if isinstance(v, (int, float)) else "-"  # noqa: E731 - as --filter compares
-        table.add_row(
-            str(Path(r["path"]).relative_to(root)) if Path(r["path"]).is_relative_to(root) else r["path"],
-            str(r.get("status")), str(r.get("epochs_completed", "-")),
-            fmt(fm.get("val_accuracy")), fmt(fm.get("val_loss")), fmt(fm.get("accuracy")),
-            *(show(value_of(r, k)) for k in extra),
-            f"{r['wall_time_s']:.1f}" if isinstance(r.get("wall_time_s"), (int, float)) else "-",
-        )
     if not records:
         stdout.print(f"no runs under {root}" + (f" match {' '.join(filters)}" if filters else ""))
         return
-    stdout.print(table)
+    stdout.print(runs_table(records, root, sort))
 
 
 # -- explain ------------------------------------------------------------------------------
@@ -440,24 +335,3 @@ def report(run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A run di
     print(write_report(run_dir), flush=True)
 
 
-# -- entry point --------------------------------------------------------------------------
-
-def _fail(prefix: str, message: str, code: int, last_line: str | None = None) -> typing.NoReturn:
-    if _state["debug"]:
-        import traceback
-
-        traceback.print_exc()
-    print(f"{prefix}: {message}", file=sys.stderr, flush=True)
-    if last_line is not None:
-        print(last_line, flush=True)
-    sys.exit(code)
-
-
-def main() -> None:
-    """Console entry point."""
-    _state["console_entry"] = True  # a process of its own (not typer's CliRunner in a test)
-    app()
-
-
-if __name__ == "__main__":
-    main()

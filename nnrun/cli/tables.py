@@ -1,0 +1,59 @@
+"""The rich tables the commands print: a run's metrics, the component catalogue, the runs
+table and a comparison. Data in, a Table out; no argument parsing here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.markup import escape
+from rich.table import Table
+
+
+def metrics_table(title: str, values: dict) -> Table:
+    """metric | value, floats at 4 decimals (`nnrun train`'s final metrics, `nnrun evaluate`)."""
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in values.items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    return table
+
+
+def component_tables(rows: list[dict]) -> list[Table]:
+    """One table per component (registry.describe rows): parameter, type, default, description."""
+    tables = []
+    for row in rows:
+        table = Table(title=f"[bold]{row['kind']} {row['name']}[/bold]: {escape(row['doc'])}", title_justify="left",
+                      show_edge=False, expand=False)
+        for col in ("parameter", "type", "default", "description"):
+            table.add_column(col, overflow="fold")
+        for p in row["params"]:
+            default = "(required)" if p["required"] else json.dumps(p["default"], default=str)
+            table.add_row(*(escape(str(cell)) for cell in (p["name"], p["type"], default, p["doc"])))
+        if not row["params"]:
+            table.add_row("-", "", "", "no parameters")
+        tables.append(table)
+    return tables
+
+
+def runs_table(records: list[dict], root: Path, sort: str | None) -> Table:
+    """`nnrun runs`: one row per run; a --sort key that is not a column gets one."""
+    from nnrun.results.compare import fmt as show
+    from nnrun.results.runs import value_of
+
+    table = Table()
+    extra = [sort] if sort and sort not in ("val_accuracy", "val_loss", "accuracy") else []
+    for col in ("run", "status", "epochs", "val_accuracy", "val_loss", "accuracy", *extra, "wall s"):
+        table.add_column(col, justify="left" if col in ("run", "status") else "right")
+    for r in records:
+        fm = r.get("final_metrics") or {}
+        fmt = lambda v: show(float(v)) if isinstance(v, (int, float)) else "-"  # noqa: E731 - as --filter compares
+        table.add_row(
+            str(Path(r["path"]).relative_to(root)) if Path(r["path"]).is_relative_to(root) else r["path"],
+            str(r.get("status")), str(r.get("epochs_completed", "-")),
+            fmt(fm.get("val_accuracy")), fmt(fm.get("val_loss")), fmt(fm.get("accuracy")),
+            *(show(value_of(r, k)) for k in extra),
+            f"{r['wall_time_s']:.1f}" if isinstance(r.get("wall_time_s"), (int, float)) else "-",
+        )
+    return table
