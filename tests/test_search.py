@@ -152,7 +152,7 @@ def test_a_worker_needs_a_shared_storage(tmp_path):
 
 def test_storage_urls_never_show_their_password(monkeypatch, tmp_path):
     from nnrun.sweep.search_block import SearchSpec
-    from nnrun.search.study import resolve_storage
+    from nnrun.search.storage import resolve_storage
 
     class Plan:
         spec = SearchSpec(trials=1, storage={"env": "NNRUN_TEST_DB"})

@@ -1,5 +1,5 @@
-"""The Optuna study behind a search sweep: storage, sampler, pruner, the exact budget, and
-what happens to a trial whose worker dies.
+"""The Optuna study behind a search sweep: its exact budget, claiming trials, and what happens
+to a trial whose worker dies.
 
 Budget. The study is created once (the database's unique study name decides which worker
 creates it) and the creator enqueues exactly `trials` WAITING trials (for the grid sampler,
@@ -24,9 +24,8 @@ FAIL and is shown as `requeued`; it does not count towards the budget. A trial w
 stopped (Ctrl-C, SIGTERM: preemption) is re-queued by that worker at once, every time: an
 interruption is not counted against `retries`.
 
-Passwords. The storage URL comes from the sweep file only without a password; one with a
-password is read from an environment variable (`storage: {env: NNRUN_STORAGE}`) and shown
-everywhere with the password masked (`postgresql://nnrun:***@db/optuna`).
+Storage URLs and their passwords are storage.py's, samplers and pruners samplers.py's, the
+running trial's heartbeat thread heartbeat.py's.
 """
 
 from __future__ import annotations
@@ -34,143 +33,17 @@ from __future__ import annotations
 import os
 import platform
 import random
-import threading
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from nnrun.errors import ConfigError, UsageError, first_line
+from nnrun.errors import UsageError, first_line
 from nnrun.search.plan import SearchPlan
-from nnrun.sweep.search_block import StorageEnv
+from nnrun.search.samplers import make_pruner, make_sampler, sampler_seed
+from nnrun.search.storage import db_errors, resolve_storage, sqlite_wal
 
-STORAGE_FILE = "study.db"
 READY = "nnrun_ready"  # study user attr: the creator has enqueued the whole budget
 META = "nnrun"  # study user attr: what defined the study (fingerprint, budget, metric, ...)
-
-
-@dataclass
-class Storage:
-    url: str  # the real URL: never written anywhere
-    shown: str  # the URL with any password masked
-    secrets: list[str] = field(default_factory=list)
-
-    def scrub(self, text: str) -> str:
-        """`text` with every secret of the URL masked (error messages may quote the URL), as
-        written and as percent-encoded in the URL."""
-        from urllib.parse import quote
-
-        text = str(text).replace(self.url, self.shown)
-        for secret in self.secrets:
-            text = text.replace(secret, "***").replace(quote(secret, safe=""), "***")
-        return text
-
-
-def resolve_storage(plan: SearchPlan, directory: Path) -> Storage:
-    """The study's storage: `storage:` of the search block, the URL in its environment
-    variable, or a SQLite file in the sweep directory. ConfigError names the problem without
-    ever quoting a URL that may hold a password."""
-    spec = plan.spec.storage
-    if spec is None:
-        url = f"sqlite:///{(Path(directory) / STORAGE_FILE).resolve()}"
-        return Storage(url, url)
-    if isinstance(spec, StorageEnv):
-        url = os.environ.get(spec.env)
-        if not url:
-            raise ConfigError(f"the environment variable {spec.env} is not set (it should hold the study's "
-                              "database URL, e.g. postgresql://user:password@host/db)", "search.storage")
-        source = f"${spec.env}"
-    else:
-        url, source = spec, "search.storage"
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError):
-        raise ConfigError(f"{source} is not a database URL (expected e.g. postgresql://user@host/db)",
-                          "search.storage") from None
-    secrets = [parsed.password] if parsed.password else []
-    query = dict(parsed.query)
-    for key, value in query.items():
-        if "pass" in key.lower():
-            secrets += [value] if isinstance(value, str) else list(value)
-            query[key] = "***"
-    shown = parsed.set(query=query).render_as_string(hide_password=True)
-    return Storage(url, shown, [s for s in secrets if s])
-
-
-def sampler_seed(seed: int, number: int) -> int:
-    """Trial N samples with its own seed: one worker reproduces a study, and several workers
-    (each with its own sampler) do not draw the same values."""
-    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
-
-
-def make_sampler(plan: SearchPlan, seed: int):
-    import optuna
-
-    spec = plan.spec
-    if spec.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=10 if spec.startup_trials is None
-                                          else spec.startup_trials)
-    if spec.sampler == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=1 if spec.startup_trials is None
-                                            else spec.startup_trials, warn_independent_sampling=False)
-    return optuna.samplers.RandomSampler(seed=seed)  # random; grid trials have their values fixed
-
-
-def make_pruner(plan: SearchPlan):
-    import optuna
-
-    p = plan.spec.pruner
-    if p.name == "median":
-        # Steps are epochs counted from 1; Optuna prunes from step n_warmup_steps on.
-        return optuna.pruners.MedianPruner(n_startup_trials=p.startup_trials, n_warmup_steps=p.warmup_epochs + 1)
-    if p.name == "hyperband":
-        searched = any(x.key == "train.epochs" for x in plan.params)
-        return optuna.pruners.HyperbandPruner(min_resource=p.min_epochs, reduction_factor=p.reduction_factor,
-                                              max_resource="auto" if searched else plan.base_cfg.train.epochs)
-    return optuna.pruners.NopPruner()
-
-
-def _sqlite_wal(engine) -> None:
-    """SQLite in write-ahead-log mode with normal syncing: a trial's few writes commit in
-    milliseconds instead of an fsync each. (Like any SQLite file, keep it off network file
-    systems; use PostgreSQL across hosts.)
-
-    And real transactions: Optuna's check-and-sets (claiming a WAITING trial, failing a stale
-    one) read the trial `FOR UPDATE`, which SQLite ignores, and Python's sqlite3 runs that read
-    outside any transaction, so two workers could both read WAITING and both claim the trial.
-    As SQLAlchemy documents for pysqlite, the driver's own BEGIN handling is switched off and
-    every transaction starts with BEGIN IMMEDIATE: it takes the database's write lock before its
-    first read, so the transactions of all local workers run one after another (each a few
-    milliseconds; a waiting one retries for the connection's 60 s timeout)."""
-    from sqlalchemy import event
-
-    def on_connect(connection, record):
-        connection.isolation_level = None  # no implicit BEGIN (nor COMMIT before DDL) from sqlite3
-        cursor = connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    def on_begin(connection):
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-    event.listen(engine, "connect", on_connect)
-    event.listen(engine, "begin", on_begin)
-    engine.dispose()  # connections opened while creating the tables get both too
-
-
-def _db_errors() -> tuple:
-    """A database hiccup (a lock timeout, a dropped connection): raised by SQLAlchemy, or by
-    Optuna, which wraps what fails inside its sessions in StorageInternalError."""
-    from optuna.exceptions import StorageInternalError
-    from sqlalchemy.exc import DBAPIError
-
-    return DBAPIError, StorageInternalError  # DBAPIError includes OperationalError
 
 
 class Study:
@@ -202,7 +75,7 @@ class Study:
                     self.storage.url, engine_kwargs=kwargs, heartbeat_interval=spec.heartbeat_interval,
                     grace_period=spec.grace, heartbeat_stale_trial_callback=self._stale)
                 if self.storage.url.startswith("sqlite"):
-                    _sqlite_wal(self.rdb.engine)
+                    sqlite_wal(self.rdb.engine)
                 return
             except Exception as exc:  # noqa: BLE001 - reported in one line, URL masked
                 from sqlalchemy.exc import IntegrityError, ProgrammingError
@@ -314,7 +187,7 @@ class Study:
                     return optuna.Trial(self.study, trial_id)
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue
-            except _db_errors():  # a database hiccup: try the next (this one stays WAITING)
+            except db_errors():  # a database hiccup: try the next (this one stays WAITING)
                 time.sleep(0.05 + 0.1 * random.random())
         return None
 
@@ -324,7 +197,7 @@ class Study:
 
         try:
             optuna.storages.fail_stale_trials(self.study)
-        except _db_errors():
+        except db_errors():
             pass  # a database hiccup; the next round checks again
 
     def _stale(self, study, frozen) -> None:
@@ -409,34 +282,3 @@ def worker_of(trial) -> dict:
 def result(trial) -> dict:
     """How the trial's run ended ({} while it runs, or if its worker died)."""
     return trial.user_attrs.get("nnrun_result") or {}
-
-
-class Heartbeat:
-    """Records a running trial's heartbeat every `interval` seconds from a daemon thread (the
-    worker's main thread is busy training)."""
-
-    def __init__(self, rdb, trial_id: int, interval: int):
-        self.rdb, self.trial_id, self.interval = rdb, trial_id, interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{trial_id}", daemon=True)
-
-    def _run(self) -> None:
-        while True:
-            try:
-                self.rdb.record_heartbeat(self.trial_id)
-            except Exception:  # noqa: BLE001 - a database hiccup: try again next interval
-                pass
-            if self._stop.wait(self.interval):
-                break
-        try:
-            self.rdb.remove_session()
-        except Exception:  # noqa: BLE001
-            pass
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(timeout=30)

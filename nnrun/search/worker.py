@@ -20,7 +20,8 @@ import signal
 import time
 
 from nnrun.errors import ConfigError, NNRunError, Pruned, first_line, raise_terminated
-from nnrun.search.study import Heartbeat, Study, worker_identity
+from nnrun.search.heartbeat import Heartbeat
+from nnrun.search.study import Study, worker_identity
 from nnrun.sweep.sweep_file import Sweep
 
 IDLE_POLL_S = 2.0
