@@ -88,7 +88,7 @@ def test_every_architecture_builds_flat_trains_explains_and_reloads(tmp_path, ar
     from nnrun.config import load_config
     from nnrun.engine import build
     from nnrun.explain.gradcam import CAM
-    from nnrun.explain.layers import find_layer
+    from nnrun.explain.target_layer import find_layer
 
     keras.backend.clear_session()
     cfg = load_config(config_file(tmp_path, arch))

@@ -113,7 +113,7 @@ class Interrupted(KeyboardInterrupt):
 
 
 class Backup(keras.callbacks.Callback):
-    """Saves the full training state (snapshot.py): at train start if none exists, at every
+    """Saves the full training state (train_state.py): at train start if none exists, at every
     epoch end, every `every_steps` steps, and when a stop signal is pending. Also stops the
     run at the first non-finite loss, before anything bad is saved.
 
@@ -138,20 +138,20 @@ class Backup(keras.callbacks.Callback):
         return {"epoch": self.epoch, "step": self.step, "iterations": iterations}
 
     def save(self, position=None) -> dict:
-        from nnrun.engine import snapshot
+        from nnrun.engine import train_state
 
         position = position or self.position()
-        snapshot.save(self.model, self.directory, position)
+        train_state.save(self.model, self.directory, position)
         self.saved = position
         return position
 
     def on_train_begin(self, logs=None):
-        from nnrun.engine import snapshot
+        from nnrun.engine import train_state
 
-        if not snapshot.exists(self.directory):
+        if not train_state.exists(self.directory):
             self.save()
         else:
-            self.saved = snapshot.read_position(self.directory)
+            self.saved = train_state.read_position(self.directory)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.skip = self.skip if epoch == self.epoch else 0
@@ -193,9 +193,9 @@ class RestoreMetrics(keras.callbacks.Callback):
         self.directory = directory
 
     def on_epoch_begin(self, epoch, logs=None):
-        from nnrun.engine import snapshot
+        from nnrun.engine import train_state
 
-        snapshot.restore(self.model, self.directory, groups=("metrics",))
+        train_state.restore(self.model, self.directory, groups=("metrics",))
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):

@@ -29,7 +29,7 @@ def prepare(cfg: RunConfig, run_dir=None, lr_scale: float = 1.0) -> Prepared:
     from nnrun.engine import runtime
 
     strategy = runtime.setup(cfg)
-    from nnrun.engine import build, snapshot
+    from nnrun.engine import build, train_state
 
     data = build.build_data(cfg)
     train_split = data.split("train")
@@ -59,7 +59,7 @@ def prepare(cfg: RunConfig, run_dir=None, lr_scale: float = 1.0) -> Prepared:
             init = initialise(model, cfg.model.init_from, cfg.model.init_checkpoint, data.class_names)
         build.compile_model(model, cfg, data, lr_scale, techniques)
         try:
-            snapshot.build_for_restore(model, batch_spec(cfg, data, labels, techniques))
+            train_state.build_for_restore(model, batch_spec(cfg, data, labels, techniques))
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"model {cfg.model.name!r} does not fit data set {cfg.data.dataset!r}: "
                               f"{first_line(exc)}", "model") from None

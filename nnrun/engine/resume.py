@@ -7,7 +7,7 @@ import platform
 from pathlib import Path
 
 from nnrun.config import RunConfig, flatten, load_config, to_yaml
-from nnrun.engine import snapshot
+from nnrun.engine import train_state
 from nnrun.rundir import CONFIG_YAML, RunDir, atomic_write
 from nnrun.errors import ConfigError, UsageError
 from nnrun.process import alive
@@ -79,9 +79,9 @@ def prepare_resume(run_dir: str | Path, config: Path | None, overrides: list[str
         )
     if status == "running" and record.get("host") == platform.node() and alive(record.get("pid")):
         raise UsageError(f"run is still running (pid {record.get('pid')}): {run.path}")
-    if not snapshot.exists(run.checkpoints / "backup"):
+    if not train_state.exists(run.checkpoints / "backup"):
         raise UsageError(f"run has no backup to resume from (checkpoints/backup/state.npz): {run.path}")
-    done = snapshot.read_position(run.checkpoints / "backup")
+    done = train_state.read_position(run.checkpoints / "backup")
     if done["epoch"] > cfg.train.epochs:  # == epochs: stopped after training; resume finishes the run
         raise UsageError(
             f"the run's backup is at epoch {done['epoch']}, beyond train.epochs {cfg.train.epochs}: {run.path}"

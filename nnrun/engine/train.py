@@ -83,7 +83,7 @@ def train(cfg: RunConfig, argv: list[str], out: Output, resume: RunDir | None = 
         try:
             final = _fit(prepared, run, out, guard)
         except KeyboardInterrupt as exc:
-            from nnrun.engine import snapshot
+            from nnrun.engine import train_state
             from nnrun.engine.callbacks import Interrupted
 
             backup = run.checkpoints / "backup"
@@ -93,12 +93,12 @@ def train(cfg: RunConfig, argv: list[str], out: Output, resume: RunDir | None = 
                          else f"at epoch {pos['epoch'] + 1} step {pos['step']}")
                 run.finish("interrupted", reason=f"{name} {where}", interrupted_at=pos)
                 stop = Terminated() if exc.signum == signal.SIGTERM else KeyboardInterrupt()
-                stop.run_dir, stop.resumable = run.path, snapshot.exists(backup)  # the CLI tells how to resume
+                stop.run_dir, stop.resumable = run.path, train_state.exists(backup)  # the CLI tells how to resume
                 raise stop from None
             name = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
-            done = snapshot.exists(backup) and _training_done(run, cfg, snapshot.read_position(backup))
+            done = train_state.exists(backup) and _training_done(run, cfg, train_state.read_position(backup))
             run.finish("interrupted", reason=f"{name} {AFTER_TRAINING}" if done else name)
-            exc.run_dir, exc.resumable = run.path, snapshot.exists(backup)
+            exc.run_dir, exc.resumable = run.path, train_state.exists(backup)
             raise
         except Pruned as exc:  # a search trial stopped by its pruner: not a failure
             run.finish("pruned", reason=str(exc), pruned_at_epoch=exc.epoch, final_metrics=exc.final_metrics)
@@ -145,12 +145,12 @@ def _training_done(run: RunDir, cfg: RunConfig, position: dict) -> bool:
 def _check_workers_agree(prepared: Prepared, resume: RunDir | None) -> None:
     """Under multi_worker: every worker starts from the same backup, checked before any run
     directory is created or changed."""
-    from nnrun.engine import snapshot
+    from nnrun.engine import train_state
     from nnrun.engine.distribute import check_same_position
 
     backup = resume.checkpoints / "backup" if resume is not None else None
     check_same_position(prepared.strategy,
-                        snapshot.read_position(backup) if backup and snapshot.exists(backup) else None)
+                        train_state.read_position(backup) if backup and train_state.exists(backup) else None)
 
 
 def _truncate_metrics(run: RunDir, epochs_done: int) -> list[dict]:
@@ -164,7 +164,7 @@ def _truncate_metrics(run: RunDir, epochs_done: int) -> list[dict]:
 
 def _fit(p: Prepared, run: RunDir, out: Output, guard: SignalGuard) -> dict:
     from nnrun.components.techniques.mixed_precision import auto_precision, effective_precision
-    from nnrun.engine import build, runtime, snapshot
+    from nnrun.engine import build, runtime, train_state
 
     cfg = p.cfg
     env = runtime.versions_and_device()
@@ -197,7 +197,7 @@ def _fit(p: Prepared, run: RunDir, out: Output, guard: SignalGuard) -> dict:
                 for technique in p.techniques:  # the optimizer is built for every variable of the
                     technique.before_segment(p.model, cfg.train.epochs)  # last phase (e.g. unfrozen)
                 build.compile_model(p.model, cfg, p.data, lr_scale, p.techniques)
-                snapshot.build_for_restore(p.model, batch_spec(cfg, p.data, p.labels, p.techniques))
+                train_state.build_for_restore(p.model, batch_spec(cfg, p.data, p.labels, p.techniques))
 
 
 def _split_at(segments: list[tuple], boundaries: list[int]) -> list[tuple]:
@@ -215,15 +215,15 @@ def _split_at(segments: list[tuple], boundaries: list[int]) -> list[tuple]:
 def _fit_segments(p: Prepared, run: RunDir, out: Output, guard: SignalGuard, backup_dir) -> dict:
     import keras
 
-    from nnrun.engine import callbacks, pipeline, plots, snapshot
+    from nnrun.engine import callbacks, pipeline, plots, train_state
     from nnrun.engine.distribute import callbacks as strategy_callbacks, is_multi_worker
     from nnrun.engine.metrics import higher_is_better
 
     cfg, model = p.cfg, p.model
     epochs, steps = cfg.train.epochs, p.steps
     start = {"epoch": 0, "step": 0}
-    if snapshot.exists(backup_dir):
-        start = snapshot.restore(model, backup_dir, groups=("model", "optimizer"))
+    if train_state.exists(backup_dir):
+        start = train_state.restore(model, backup_dir, groups=("model", "optimizer"))
     trained = _training_done(run, cfg, start)  # stopped after training: only the final metrics are left
     history = _truncate_metrics(run, start["epoch"])
     if start["epoch"] > epochs:

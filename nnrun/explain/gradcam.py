@@ -35,7 +35,7 @@ class CAM(Explainer):
         super().__init__(model)
         from nnrun.engine.runtime import import_tensorflow
         from nnrun.explain.score import target_score
-        from nnrun.explain.layers import activation_model, find_layer
+        from nnrun.explain.target_layer import activation_model, find_layer
 
         tf = import_tensorflow()
         path, chain = find_layer(model, layer)
