@@ -39,7 +39,7 @@ def component_tables(rows: list[dict]) -> list[Table]:
 
 def runs_table(records: list[dict], root: Path, sort: str | None) -> Table:
     """`nnrun runs`: one row per run; a --sort key that is not a column gets one."""
-    from nnrun.results.compare import fmt as show
+    from nnrun.results.format import fmt as show
     from nnrun.results.runs import value_of
 
     table = Table()

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from nnrun.rundir import CONFIG_YAML, RUN_JSON
 from nnrun.config import flatten
-from nnrun.results.runs import find_runs, number_text, run_config
+from nnrun.results.format import fmt
+from nnrun.results.runs import find_runs, run_config
 from nnrun.errors import UsageError
 
 # run.json fields shown beside the final metrics.
@@ -79,15 +80,3 @@ def tables(result: dict):
             table.add_row("(none)", *("" for _ in titles))
         out.append(table)
     return out
-
-
-def fmt(value, key: str = "") -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float) and key.endswith("time_s"):
-        return f"{value:.1f}"
-    if isinstance(value, float):
-        return number_text(value)  # what `nnrun runs --filter` compares at
-    if isinstance(value, (list, dict)):
-        return json.dumps(value)
-    return str(value)

@@ -11,7 +11,7 @@ import json
 from html import escape
 from pathlib import Path
 
-from nnrun.results.compare import fmt
+from nnrun.results.format import fmt
 from nnrun.rundir import CONFIG_YAML, RunDir, atomic_write
 
 REPORT = "report.html"

@@ -16,6 +16,7 @@ from nnrun.config import flatten
 from nnrun.engine.metrics import higher_is_better
 from nnrun.rundir import CONFIG_YAML, RUN_JSON
 from nnrun.errors import ConfigError, UsageError
+from nnrun.results.format import number_text
 
 MISSING = object()
 
@@ -135,11 +136,6 @@ def _parse(raw: str) -> Any:
 
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def number_text(value: float) -> str:
-    """How tables show a number: 4 decimals, 3 significant digits outside [0.001, 1e5)."""
-    return f"{value:.4f}" if 1e-3 <= abs(value) < 1e5 or value == 0 else f"{value:.3g}"
 
 
 def _shown(value: float) -> float:

@@ -12,7 +12,7 @@ from html import escape
 from pathlib import Path
 
 from nnrun.rundir import atomic_write
-from nnrun.results.compare import fmt
+from nnrun.results.format import fmt
 from nnrun.search.study import Study, outcome, result, worker_of
 from nnrun.sweep.summary import _cell, _number
 

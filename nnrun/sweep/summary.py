@@ -8,7 +8,7 @@ import json
 import math
 from pathlib import Path
 
-from nnrun.results.compare import fmt
+from nnrun.results.format import fmt
 from nnrun.rundir import atomic_write
 from nnrun.engine.metrics import higher_is_better
 from nnrun.sweep.runner import Outcome
