@@ -104,7 +104,7 @@ def validate(
 @app.command(cls=Command)
 @handled
 def components(
-    kind: Optional[str] = typer.Argument(None, metavar="KIND", help="Only this kind: dataset, model, loss, optimizer, schedule, technique, explainer."),
+    kind: Optional[str] = typer.Argument(None, metavar="KIND", help="Only this kind: dataset, model, loss, optimizer, schedule, technique, explainer, layer."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ):
     """List every registered component with its parameters, types, defaults and doc."""
