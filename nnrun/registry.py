@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import pathlib
 import types
 import typing
 from dataclasses import dataclass
@@ -124,13 +125,12 @@ def load_catalog() -> None:
         _loaded = True
 
 
-LOADED_PLUGINS: list[str] = []  # recorded in run.json, so later commands on the run load them too
+LOADED_PLUGINS: list[str] = []  # recorded in run.json; later commands on the run must be given them again
 
 
 def load_plugin(module_or_path: str) -> None:
     """Import a user plugin module (by dotted name or .py path) that calls `register`."""
     import importlib.util
-    import pathlib
 
     path = pathlib.Path(module_or_path)
     spec_name = str(path.resolve()) if path.suffix == ".py" else module_or_path
@@ -149,6 +149,23 @@ def load_plugin(module_or_path: str) -> None:
     except ImportError as exc:
         raise ConfigError(f"cannot import plugin {module_or_path!r}: {exc}") from exc
     LOADED_PLUGINS.append(spec_name)
+
+
+def missing_plugins(recorded) -> list[str]:
+    """The plugins a run directory records (run.json "plugins") that this process was not given
+    with --plugin. Nothing a run directory names is ever imported: a directory someone hands you
+    must not run code. A recorded file counts as given when a loaded plugin file has its name
+    (runs move between machines); a module, when a loaded module has its dotted name."""
+    if not isinstance(recorded, list):
+        return [str(recorded)]
+    loaded_files = {pathlib.PurePath(p).name for p in LOADED_PLUGINS if p.endswith(".py")}
+    missing = []
+    for item in recorded:
+        text = str(item)
+        given = pathlib.PurePath(text).name in loaded_files if text.endswith(".py") else text in LOADED_PLUGINS
+        if not given:
+            missing.append(text)
+    return missing
 
 
 def names(kind: str) -> list[str]:

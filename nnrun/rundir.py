@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shlex
 import sys
 import tempfile
 import time
@@ -123,9 +124,15 @@ class RunDir:
 
     # -- records ------------------------------------------------------------------------
     def read_config(self) -> RunConfig:
-        """The run's resolved config.yaml, after loading the plugins it was trained with."""
-        for plugin in self.read().get("plugins", []):
-            registry.load_plugin(plugin)
+        """The run's resolved config.yaml. The plugins the run was trained with are not imported
+        from run.json (a run directory is data): they must have been given with --plugin, else
+        this is a UsageError that names them and the flag."""
+        missing = registry.missing_plugins(self.read().get("plugins", []))
+        if missing:
+            flags = " ".join(f"--plugin {shlex.quote(p)}" for p in missing)
+            raise UsageError(f"this run was trained with the plugin{'s' if len(missing) > 1 else ''} "
+                             f"{', '.join(missing)}; nnrun never imports code a run directory names: pass {flags} "
+                             "if you trust it")
         return resolve(read_yaml_file(self.path / CONFIG_YAML))
 
     def read(self) -> dict:

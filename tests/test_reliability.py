@@ -278,7 +278,9 @@ def test_plugins_only_through_explicit_flag(tmp_path, tiny_config):
     assert trained.returncode == 0, trained.stderr
     run = Path(trained.stdout.strip().splitlines()[-1])
     assert json.loads((run / "run.json").read_text())["plugins"] == [str(plugin.resolve())]
-    later = run_cli("evaluate", str(run), "--json")  # the run remembers its plugins
+    refused = run_cli("evaluate", str(run), "--json")  # the run's record never imports code
+    assert refused.returncode == 2 and f"--plugin {plugin.resolve()}" in refused.stderr
+    later = run_cli("evaluate", str(run), "--json", "--plugin", str(plugin))
     assert later.returncode == 0, later.stderr
 
 

@@ -26,7 +26,8 @@ from nnrun.cli.tables import component_tables, metrics_table, runs_table
 SET_HELP = "Override a config value: KEY.PATH=VALUE (YAML-typed). Repeatable."
 
 
-PLUGIN_HELP = "Python file or module that registers extra components (the only way config names reach code)."
+PLUGIN_HELP = ("Python file or module that registers extra components: the only way code reaches nnrun "
+               "(a run directory's recorded plugins are never imported; pass them again). Repeatable.")
 
 
 def _load_plugins(plugins: list[str]) -> None:
@@ -143,10 +144,12 @@ def evaluate(
     split: str = typer.Option("val", help="Split to score: val, test or train."),
     checkpoint: str = typer.Option("best", help="Checkpoint: best or last."),
     as_json: bool = typer.Option(False, "--json", help="Print the scores as JSON."),
+    plugin: list[str] = typer.Option([], "--plugin", help=PLUGIN_HELP),
 ):
     """Score a run's checkpoint on a split; the result is appended to metrics.jsonl."""
     from nnrun.inference.evaluate import evaluate as run_evaluate
 
+    _load_plugins(plugin)
     scores = run_evaluate(run_dir, split, checkpoint)
     if as_json:
         print(json.dumps(scores))
@@ -197,10 +200,12 @@ def explain(
     output: Optional[Path] = typer.Option(None, help="Output directory (default RUN_DIR/explain/<method>)."),
     sanity_check: bool = typer.Option(False, "--sanity-check", help="Also run the weight-randomisation test."),
     checkpoint: str = typer.Option("best", help="Checkpoint: best or last."),
+    plugin: list[str] = typer.Option([], "--plugin", help=PLUGIN_HELP),
 ):
     """Heatmaps for a run's images (Grad-CAM, IG, ...); the last line printed is the output directory."""
     from nnrun.explain.command import explain as run_explain
 
+    _load_plugins(plugin)
     manifest = run_explain(run_dir, method, layer=layer, num_images=num_images, split=split, target=target,
                            steps=steps, batch_size=batch_size, output=output, baseline=baseline, samples=samples,
                            noise=noise, base=base, sanity_check=sanity_check, checkpoint=checkpoint)
@@ -223,10 +228,12 @@ def predict(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Inputs per model call (default the run's eval batch size)."),
     tta: str = typer.Option("none", "--tta", help="Test-time augmentation: none, or flip (average with the mirror image)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON before the CSV path."),
+    plugin: list[str] = typer.Option([], "--plugin", help=PLUGIN_HELP),
 ):
     """Predict classes for new inputs with the run's model; the last line printed is the CSV path."""
     from nnrun.inference.predict import predict as run_predict
 
+    _load_plugins(plugin)
     bar = None
     if stderr.is_terminal:
         from rich.progress import Progress
@@ -316,10 +323,12 @@ def export(
     run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A run directory."),
     fmt: str = typer.Option("keras", "--format", help="keras (.keras file) or saved_model (TF SavedModel)."),
     checkpoint: str = typer.Option("best", help="Checkpoint: best or last."),
+    plugin: list[str] = typer.Option([], "--plugin", help=PLUGIN_HELP),
 ):
     """Write the model, reload it and check its outputs; the last line printed is the export path."""
     from nnrun.inference.export import export as run_export
 
+    _load_plugins(plugin)
     result = run_export(run_dir, fmt, checkpoint)
     stderr.print(f"{fmt}: outputs match on {result['checked_inputs']} stored raw inputs "
                  f"(max |diff| {result['max_abs_diff']:.3g})", highlight=False)
