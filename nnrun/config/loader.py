@@ -18,6 +18,7 @@ from nnrun.config.schema import RunConfig
 from nnrun.errors import ConfigError
 
 MAX_BASE_DEPTH = 16
+MAX_BASE_FILES = 64  # distinct files in one config's base: chain
 
 
 # Keys that name a component next to its `params` (data.dataset, model.name, loss.name, ...,
@@ -45,27 +46,38 @@ def deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
-def load_raw(path: str | Path, _depth: int = 0, _chain: tuple = ()) -> dict:
+def load_raw(path: str | Path) -> dict:
     """Read a config file (`-`: stdin) and compose it over its `base:` file(s), relative to
-    itself (to the current directory for stdin)."""
-    path = Path(path)
+    itself (to the current directory for stdin). Each file is read once however often the
+    chain names it, and at most MAX_BASE_FILES files make up one config."""
+    return _compose(Path(path), (), {})
+
+
+def _compose(path: Path, chain: tuple, done: dict) -> dict:
+    """`path` composed over its bases; `done` holds every file composed so far (by resolved
+    path), so a base that many files name (a fan-out) is read and composed once."""
     resolved = path if is_stdin(path) else path.resolve()
-    if resolved in _chain:
+    if resolved in chain:
         raise ConfigError(f"{path}: circular base: chain")
-    if _depth > MAX_BASE_DEPTH:
+    if resolved in done:
+        return done[resolved]  # deep_merge copies what it takes, so sharing the result is safe
+    if len(chain) > MAX_BASE_DEPTH:
         raise ConfigError(f"{path}: base: chain deeper than {MAX_BASE_DEPTH}")
+    if len(done) >= MAX_BASE_FILES:
+        raise ConfigError(f"{path}: the base: chain names more than {MAX_BASE_FILES} files")
     data = read_yaml_file(path)
     bases = data.pop("base", None)
-    if bases is None:
-        return data
-    if isinstance(bases, str):
-        bases = [bases]
-    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
-        raise ConfigError("base: expected a file name or a list of file names", None)
-    merged: dict = {}
-    for base in bases:
-        merged = deep_merge(merged, load_raw(path.parent / base, _depth + 1, _chain + (resolved,)))
-    return deep_merge(merged, data)
+    if bases is not None:
+        if isinstance(bases, str):
+            bases = [bases]
+        if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+            raise ConfigError("base: expected a file name or a list of file names", None)
+        merged: dict = {}
+        for base in bases:
+            merged = deep_merge(merged, _compose(path.parent / base, chain + (resolved,), done))
+        data = deep_merge(merged, data)
+    done[resolved] = data
+    return data
 
 
 # Sections that accept a bare component name as shorthand (`loss: crossentropy`): a deeper
