@@ -12,7 +12,8 @@ import typer
 from rich.console import Console
 from typer.core import TyperCommand
 
-from nnrun.errors import NNRunError
+from nnrun.errors import NNRunError, first_line
+from nnrun.safe_text import mask_credentials, one_line
 
 app = typer.Typer(
     add_completion=False,
@@ -59,17 +60,31 @@ def handled(command):
                 _fail("interrupted", f"{what}; {then}", code, last_line=str(run_dir))
             _fail("interrupted", what, code)
         except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback with --debug
-            _fail("internal error", f"{type(exc).__name__}: {exc}", 1)
+            _fail("internal error", internal_error_line(exc), 1)
 
     return wrapper
 
 
+MAX_INTERNAL_ERROR = 300  # characters: TensorFlow's messages can hold whole tensors
+
+
+def internal_error_line(exc: BaseException) -> str:
+    """An unexpected exception as one short line: its type and first line, cut at
+    MAX_INTERNAL_ERROR characters (--debug prints the whole traceback)."""
+    text = f"{type(exc).__name__}: {first_line(exc)}"
+    if len(text) > MAX_INTERNAL_ERROR:
+        text = text[:MAX_INTERNAL_ERROR].rstrip() + "... (cut; --debug shows it whole)"
+    return text
+
+
 def _fail(prefix: str, message: str, code: int, last_line: str | None = None) -> typing.NoReturn:
+    """The one place an error becomes output: one line (control characters made visible), any
+    password in it masked, and the exit code."""
     if _state["debug"]:
         import traceback
 
         traceback.print_exc()
-    print(f"{prefix}: {message}", file=sys.stderr, flush=True)
+    print(f"{prefix}: {mask_credentials(one_line(message))}", file=sys.stderr, flush=True)
     if last_line is not None:
         print(last_line, flush=True)
     sys.exit(code)

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.markup import escape
 
 from nnrun.cli.app import Command, _state, app, handled, stderr, stdout
 from nnrun.cli.tables import component_tables, metrics_table, runs_table
+from nnrun.safe_text import for_console
 
 
 # -- train / validate ---------------------------------------------------------------------
@@ -62,7 +62,7 @@ def train(
         from nnrun.engine.resume import prepare_resume
 
         run, cfg, changes = prepare_resume(resume, config, set_, allow_change,
-                                           say=lambda line: stderr.print(escape(line), highlight=False, soft_wrap=True))
+                                           say=lambda line: stderr.print(for_console(line), highlight=False, soft_wrap=True))
     elif config is None:
         raise UsageError("train needs a CONFIG file (or --resume RUN_DIR)")
     else:
@@ -174,7 +174,7 @@ def runs(
         print(json.dumps([public(r) for r in records], indent=2, default=str))
         return
     if not records:
-        stdout.print(f"no runs under {root}" + (f" match {' '.join(filters)}" if filters else ""))
+        stdout.print(for_console(f"no runs under {root}" + (f" match {' '.join(filters)}" if filters else "")))
         return
     stdout.print(runs_table(records, root, sort))
 
@@ -244,7 +244,7 @@ def predict(
     try:
         summary = run_predict(
             run_dir, inputs, out=out, top_k=top_k, checkpoint=checkpoint, batch_size=batch_size, tta=tta,
-            warn=lambda line: stderr.print(escape(line), highlight=False, soft_wrap=True),
+            warn=lambda line: stderr.print(for_console(line), highlight=False, soft_wrap=True),
             progress=(lambda done, total: bar.update(task, completed=done, total=total)) if bar else None)
     finally:
         if bar is not None:
@@ -281,7 +281,7 @@ def sweep(
     _load_plugins(plugin)
     parsed = read_sweep_file(sweep_file, out)  # ConfigError before anything is created
     options = dict(jobs=jobs, commands_only=commands, fail_fast=fail_fast, metric=metric, console=stdout,
-                   say=lambda line: stderr.print(escape(line), highlight=False, soft_wrap=True),
+                   say=lambda line: stderr.print(for_console(line), highlight=False, soft_wrap=True),
                    worker=worker, threads=threads, worker_process=worker_process)
     if parsed.spec.search is not None:
         from nnrun.search.command import search_command

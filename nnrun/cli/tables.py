@@ -9,14 +9,17 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
+from nnrun.safe_text import for_console
+
 
 def metrics_table(title: str, values: dict) -> Table:
-    """metric | value, floats at 4 decimals (`nnrun train`'s final metrics, `nnrun evaluate`)."""
-    table = Table(title=title)
+    """metric | value, floats at 4 decimals (`nnrun train`'s final metrics, `nnrun evaluate`).
+    The title and the keys (class names in per-class metrics) are data: shown as written."""
+    table = Table(title=for_console(title))
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in values.items():
-        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+        table.add_row(for_console(key), f"{value:.4f}" if isinstance(value, float) else for_console(value))
     return table
 
 
@@ -45,15 +48,15 @@ def runs_table(records: list[dict], root: Path, sort: str | None) -> Table:
     table = Table()
     extra = [sort] if sort and sort not in ("val_accuracy", "val_loss", "accuracy") else []
     for col in ("run", "status", "epochs", "val_accuracy", "val_loss", "accuracy", *extra, "wall s"):
-        table.add_column(col, justify="left" if col in ("run", "status") else "right")
+        table.add_column(for_console(col), justify="left" if col in ("run", "status") else "right")
     for r in records:
         fm = r.get("final_metrics") or {}
         fmt = lambda v: show(float(v)) if isinstance(v, (int, float)) else "-"  # noqa: E731 - as --filter compares
-        table.add_row(
+        table.add_row(*(for_console(cell) for cell in (
             str(Path(r["path"]).relative_to(root)) if Path(r["path"]).is_relative_to(root) else r["path"],
             str(r.get("status")), str(r.get("epochs_completed", "-")),
             fmt(fm.get("val_accuracy")), fmt(fm.get("val_loss")), fmt(fm.get("accuracy")),
             *(show(value_of(r, k)) for k in extra),
             f"{r['wall_time_s']:.1f}" if isinstance(r.get("wall_time_s"), (int, float)) else "-",
-        )
+        )))
     return table

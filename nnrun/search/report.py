@@ -5,13 +5,12 @@ curves), importances.png, report.html, and the table printed at the end. No Tens
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from html import escape
 from pathlib import Path
 
 from nnrun.rundir import atomic_write
+from nnrun.safe_text import csv_text, for_console
 from nnrun.results.format import fmt
 from nnrun.search.study import Study, outcome, result, worker_of
 from nnrun.sweep.summary import _cell, _number
@@ -108,15 +107,12 @@ def write(directory: Path, info: dict, swept: list[str]) -> None:
     atomic_write(directory / "sweep.jsonl", "".join(json.dumps({k: v for k, v in r.items() if k != "curve"},
                                                                default=str) + "\n" for r in rows))
     metrics = sorted({k for r in rows for k in r["final_metrics"]})
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["trial", "name", *swept, "status", info["metric"] + " (study)", "epochs", *metrics,
-                     "wall_time_s", "trial_s", "run_dir", "reason"])
-    for r in rows:
-        writer.writerow([r["trial"], _cell(r["name"]), *(_cell(r["params"].get(k)) for k in swept), r["status"],
-                         _cell(r["value"]), _cell(r["epochs"]), *(_cell(r["final_metrics"].get(m)) for m in metrics),
-                         _cell(r["wall_time_s"]), _cell(r["trial_s"]), _cell(r["run_dir"]), _cell(r["reason"])])
-    atomic_write(directory / "sweep.csv", buf.getvalue())
+    header = ["trial", "name", *swept, "status", info["metric"] + " (study)", "epochs", *metrics,
+              "wall_time_s", "trial_s", "run_dir", "reason"]
+    atomic_write(directory / "sweep.csv", csv_text([header] + [
+        [r["trial"], _cell(r["name"]), *(_cell(r["params"].get(k)) for k in swept), r["status"], _cell(r["value"]),
+         _cell(r["epochs"]), *(_cell(r["final_metrics"].get(m)) for m in metrics), _cell(r["wall_time_s"]),
+         _cell(r["trial_s"]), _cell(r["run_dir"]), _cell(r["reason"])] for r in rows]))
     summary = {k: v for k, v in info.items() if k not in ("rows", "sort_metric")}
     atomic_write(directory / "search.json", json.dumps(summary, indent=2, default=str) + "\n")
     figures = plot_history(directory, info), plot_importances(directory, info)
@@ -230,11 +226,11 @@ def table(info: dict, swept: list[str]):
     from rich.table import Table
 
     metric = info["sort_metric"]
-    t = Table(title=f"search {info['study']}: {counts_text(info)}; {info['total_epochs']} epochs trained; "
-                    f"{best_text(info)}", title_justify="left")
+    t = Table(title=for_console(f"search {info['study']}: {counts_text(info)}; {info['total_epochs']} epochs "
+                                f"trained; {best_text(info)}"), title_justify="left")
     t.add_column("trial", justify="right")
     for key in swept:
-        t.add_column(key.rsplit(".", 1)[-1], justify="right")
+        t.add_column(for_console(key.rsplit(".", 1)[-1]), justify="right")
     t.add_column("status")
     t.add_column(metric, justify="right")
     t.add_column("epochs", justify="right")
@@ -242,8 +238,9 @@ def table(info: dict, swept: list[str]):
     best = (info["best"] or {}).get("trial")
     for r in sorted_rows(info):
         value = r["value"] if metric == info["metric"] else r["final_metrics"].get(metric)
-        t.add_row(f"{r['trial']}{' *' if r['trial'] == best else ''}", *(fmt(r["params"].get(k)) for k in swept),
-                  r["status"], fmt(value), fmt(r["epochs"]), fmt(r["wall_time_s"], "time_s"))
+        t.add_row(*(for_console(cell) for cell in (
+            f"{r['trial']}{' *' if r['trial'] == best else ''}", *(fmt(r["params"].get(k)) for k in swept),
+            r["status"], fmt(value), fmt(r["epochs"]), fmt(r["wall_time_s"], "time_s"))))
     return t
 
 
@@ -268,7 +265,7 @@ def render(info: dict, figures: list[Path]) -> str:
         parts.append("<h2>Parameter importances</h2>" + _table(["parameter", "importance"],
                                                                 [[k, v] for k, v in info["importances"].items()]))
     if figures:
-        parts.append("<h2>Figures</h2>" + "".join(_figure(f, f.stem) for f in figures))
+        parts.append("<h2>Figures</h2>" + "".join(_figure(f.read_bytes(), f.stem) for f in figures))
     keys = list(info["params"])
     header = ["trial", *[k.rsplit(".", 1)[-1] for k in keys], "status", info["metric"], "epochs", "wall s", "reason"]
     body = [[r["trial"], *[json.dumps(r["params"].get(k)) if isinstance(r["params"].get(k), list)

@@ -11,9 +11,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-# scheme://user:password@host (when SQLAlchemy cannot parse the URL), or ?password=...: a
-# password written in the sweep file would travel with it
-_URL_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@?#]*:[^/@?#]*@")
+from nnrun.safe_text import mask_credentials
+
+# [scheme://]user:password@host (when SQLAlchemy cannot parse the URL, also without a scheme),
+# or ?password=...: a password written in the sweep file would travel with it
+_URL_PASSWORD = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*://)?[^/@?#]*:[^/@?#]*@")
 _QUERY_PASSWORD = re.compile(r"[?&][^=&]*pass[^=&]*=", re.I)
 
 
@@ -84,7 +86,7 @@ class SearchSpec(_Strict):
                              "environment variable and write storage: {env: NNRUN_STORAGE}")
         if isinstance(value, str) and "://" not in value:
             raise ValueError(f"expected a SQLAlchemy URL like postgresql://user@host/db or sqlite:///study.db, "
-                             f"got {value!r}")
+                             f"got {mask_credentials(repr(value))}")
         return value
 
     @model_validator(mode="after")

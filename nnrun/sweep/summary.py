@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from pathlib import Path
 
 from nnrun.results.format import fmt
 from nnrun.rundir import atomic_write
+from nnrun.safe_text import csv_text, for_console
 from nnrun.engine.metrics import higher_is_better
 from nnrun.sweep.runner import Outcome
 from nnrun.sweep.sweep_file import Sweep
@@ -34,14 +33,10 @@ def write(sweep: Sweep, outcomes: list[Outcome]) -> None:
     atomic_write(sweep.directory / "sweep.jsonl", "".join(json.dumps(r, default=str) + "\n" for r in data))
     metrics = sorted({k for r in data for k in r["final_metrics"]})
     header = ["trial", *sweep.swept, "status", *metrics, "wall_time_s", "run_dir", "reason"]
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    for r in data:
-        writer.writerow([r["trial"], *(_cell(r["overrides"].get(k)) for k in sweep.swept), r["status"],
-                         *(_cell(r["final_metrics"].get(m)) for m in metrics), _cell(r["wall_time_s"]),
-                         _cell(r["run_dir"]), _cell(r["reason"])])
-    atomic_write(sweep.directory / "sweep.csv", buf.getvalue())
+    atomic_write(sweep.directory / "sweep.csv", csv_text([header] + [
+        [r["trial"], *(_cell(r["overrides"].get(k)) for k in sweep.swept), r["status"],
+         *(_cell(r["final_metrics"].get(m)) for m in metrics), _cell(r["wall_time_s"]), _cell(r["run_dir"]),
+         _cell(r["reason"])] for r in data]))
 
 
 def _number(value) -> float | None:
@@ -107,16 +102,18 @@ def table(sweep: Sweep, outcomes: list[Outcome], metric: str):
     ordered = sorted_outcomes(outcomes, metric)
     others = [m for m in ("val_accuracy", "val_loss", "accuracy", "loss") if m != metric
               and any(m in o.final_metrics for o in outcomes)][:2]
-    t = Table(title=f"sweep {sweep.name}: {len(outcomes)} trials, sorted by {metric}", title_justify="left")
+    t = Table(title=for_console(f"sweep {sweep.name}: {len(outcomes)} trials, sorted by {metric}"),
+              title_justify="left")
     t.add_column("trial")
     for key in sweep.swept:
-        t.add_column(key.rsplit(".", 1)[-1], justify="right")
+        t.add_column(for_console(key.rsplit(".", 1)[-1]), justify="right")
     t.add_column("status")
     for m in (metric, *others):
         t.add_column(m, justify="right")
     t.add_column("wall s", justify="right")
     for o in ordered:
         status = o.status + (" (skipped)" if o.action == "skipped" else "")
-        t.add_row(o.trial.name, *(fmt(o.trial.overrides.get(k)) for k in sweep.swept), status,
-                  *(fmt(o.final_metrics.get(m)) for m in (metric, *others)), fmt(o.wall_time_s, "time_s"))
+        t.add_row(*(for_console(cell) for cell in (
+            o.trial.name, *(fmt(o.trial.overrides.get(k)) for k in sweep.swept), status,
+            *(fmt(o.final_metrics.get(m)) for m in (metric, *others)), fmt(o.wall_time_s, "time_s"))))
     return t
