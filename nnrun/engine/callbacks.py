@@ -1,4 +1,5 @@
-"""Callbacks nnrun adds to Keras' own: metrics.jsonl rows, rich progress, plain epoch lines."""
+"""Callbacks nnrun adds to Keras' own: metrics.jsonl rows, rich progress, plain epoch lines, the
+backup for --resume, and checkpoints written atomically."""
 
 from __future__ import annotations
 
@@ -218,3 +219,30 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
             self.wait += 1
             if self._is_improvement(current, self.best):
                 self.best, self.wait = current, 0
+
+
+class AtomicCheckpoint(keras.callbacks.ModelCheckpoint):
+    """ModelCheckpoint whose file is never half written: Keras saves best.keras / last.keras in
+    place, so a kill during a save leaves a truncated checkpoint and a concurrent `evaluate`
+    can read half a file. Here the model is saved to a temp file beside it, synced, and moved
+    into place with os.replace (atomic on POSIX): readers see the old file or the new one.
+    Keras decides when to save (`_should_save_model`: save_best_only, the monitor, the mode),
+    exactly as ModelCheckpoint does; only the write differs."""
+
+    def _save_model(self, epoch, batch, logs):
+        import os
+
+        filepath = str(self._get_file_path(epoch, batch, logs))
+        if not self._should_save_model(epoch, batch, logs, filepath):
+            return
+        directory, name = os.path.split(filepath)
+        os.makedirs(directory or ".", exist_ok=True)
+        temp = os.path.join(directory, f".{name}.{os.getpid()}.tmp.keras")  # Keras needs the .keras suffix
+        try:
+            self.model.save(temp, overwrite=True)
+            with open(temp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(temp, filepath)
+        finally:
+            if os.path.exists(temp):
+                os.unlink(temp)

@@ -66,6 +66,7 @@ def train(cfg: RunConfig, argv: list[str], out: Output, resume: RunDir | None = 
         root = worker_runs_root(cfg)
         run = RunDir.create(cfg if root == cfg.runtime.runs_root else cfg.model_copy(
             update={"runtime": cfg.runtime.model_copy(update={"runs_root": root})}))
+        run.lock()
         run.start(cfg, argv)
         if prepared.init is not None:
             run.update(init=prepared.init)
@@ -73,55 +74,59 @@ def train(cfg: RunConfig, argv: list[str], out: Output, resume: RunDir | None = 
         from nnrun.engine.resume import record_changes
 
         run = resume
+        run.lock()  # prepare_resume took it already; a caller that did not, takes it here
         record_changes(run, cfg, changes or [])
         if "train.epochs" in (changes or []):
             run.update(stopped_early_at=None)  # asked to train longer
         state = run.checkpoints / "backup" / "state.npz"
         run.resume_attempt(argv, last_progress=state.stat().st_mtime if state.is_file() else None)
     prepared.ctx.run_dir = run.path
-    with SignalGuard() as guard:
-        try:
-            final = _fit(prepared, run, out, guard)
-        except KeyboardInterrupt as exc:
-            from nnrun.engine import train_state
-            from nnrun.engine.callbacks import Interrupted
+    try:
+        with SignalGuard() as guard:
+            try:
+                final = _fit(prepared, run, out, guard)
+            except KeyboardInterrupt as exc:
+                from nnrun.engine import train_state
+                from nnrun.engine.callbacks import Interrupted
 
-            backup = run.checkpoints / "backup"
-            if isinstance(exc, Interrupted):
-                name, pos = signal.Signals(exc.signum).name, exc.position
-                where = (AFTER_TRAINING if _training_done(run, cfg, pos)
-                         else f"at epoch {pos['epoch'] + 1} step {pos['step']}")
-                run.finish("interrupted", reason=f"{name} {where}", interrupted_at=pos)
-                stop = Terminated() if exc.signum == signal.SIGTERM else KeyboardInterrupt()
-                stop.run_dir, stop.resumable = run.path, train_state.exists(backup)  # the CLI tells how to resume
-                raise stop from None
-            name = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
-            done = train_state.exists(backup) and _training_done(run, cfg, train_state.read_position(backup))
-            run.finish("interrupted", reason=f"{name} {AFTER_TRAINING}" if done else name)
-            exc.run_dir, exc.resumable = run.path, train_state.exists(backup)
-            raise
-        except Pruned as exc:  # a search trial stopped by its pruner: not a failure
-            run.finish("pruned", reason=str(exc), pruned_at_epoch=exc.epoch, final_metrics=exc.final_metrics)
-            exc.run_dir = run.path
-            try:  # what a finished run has: learning curves (the caller writes report.html)
-                from nnrun.engine import plots
+                backup = run.checkpoints / "backup"
+                if isinstance(exc, Interrupted):
+                    name, pos = signal.Signals(exc.signum).name, exc.position
+                    where = (AFTER_TRAINING if _training_done(run, cfg, pos)
+                             else f"at epoch {pos['epoch'] + 1} step {pos['step']}")
+                    run.finish("interrupted", reason=f"{name} {where}", interrupted_at=pos)
+                    stop = Terminated() if exc.signum == signal.SIGTERM else KeyboardInterrupt()
+                    stop.run_dir, stop.resumable = run.path, train_state.exists(backup)  # the CLI tells how to resume
+                    raise stop from None
+                name = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
+                done = train_state.exists(backup) and _training_done(run, cfg, train_state.read_position(backup))
+                run.finish("interrupted", reason=f"{name} {AFTER_TRAINING}" if done else name)
+                exc.run_dir, exc.resumable = run.path, train_state.exists(backup)
+                raise
+            except Pruned as exc:  # a search trial stopped by its pruner: not a failure
+                run.finish("pruned", reason=str(exc), pruned_at_epoch=exc.epoch, final_metrics=exc.final_metrics)
+                exc.run_dir = run.path
+                try:  # what a finished run has: learning curves (the caller writes report.html)
+                    from nnrun.engine import plots
 
-                plots.learning_curves(run.read_metrics(), run.plots / "learning_curves.png", title=cfg.name)
-            except Exception:  # noqa: BLE001 - a figure that cannot be drawn must not fail the run
-                pass
-            raise
-        except NNRunError as exc:
-            run.finish("failed", reason=str(exc))
-            raise RunFailed(f"{exc} (run directory: {run.path})") from exc
-        except Exception as exc:  # noqa: BLE001 - any failure is recorded, then reported in one line
-            reason = failure_reason(exc)
-            if type(exc).__name__ == "UnavailableError" and is_multi_worker(prepared.strategy):
-                reason = ("another worker stopped or became unreachable; resume every worker with "
-                          f"`nnrun train --resume RUN_DIR` ({reason[-160:]})")
-            run.finish("failed", reason=reason)
-            raise RunFailed(f"{reason} (run directory: {run.path})") from exc
-    run.finish("completed", final_metrics=final)
-    return run
+                    plots.learning_curves(run.read_metrics(), run.plots / "learning_curves.png", title=cfg.name)
+                except Exception:  # noqa: BLE001 - a figure that cannot be drawn must not fail the run
+                    pass
+                raise
+            except NNRunError as exc:
+                run.finish("failed", reason=str(exc))
+                raise RunFailed(f"{exc} (run directory: {run.path})") from exc
+            except Exception as exc:  # noqa: BLE001 - any failure is recorded, then reported in one line
+                reason = failure_reason(exc)
+                if type(exc).__name__ == "UnavailableError" and is_multi_worker(prepared.strategy):
+                    reason = ("another worker stopped or became unreachable; resume every worker with "
+                              f"`nnrun train --resume RUN_DIR` ({reason[-160:]})")
+                run.finish("failed", reason=reason)
+                raise RunFailed(f"{reason} (run directory: {run.path})") from exc
+        run.finish("completed", final_metrics=final)
+        return run
+    finally:
+        run.unlock()  # a warm search worker trains many runs in one process
 
 
 AFTER_TRAINING = "after the last epoch (--resume writes the final metrics)"
@@ -244,9 +249,9 @@ def _fit_segments(p: Prepared, run: RunDir, out: Output, guard: SignalGuard, bac
     common = [
         *strategy_callbacks(p.strategy, model),  # first: later callbacks save what it synchronises
         metrics_log,
-        keras.callbacks.ModelCheckpoint(run.checkpoints / "best.keras", monitor=monitor, save_best_only=True,
-                                        mode=mode, initial_value_threshold=best_so_far),
-        keras.callbacks.ModelCheckpoint(run.checkpoints / "last.keras"),
+        callbacks.AtomicCheckpoint(run.checkpoints / "best.keras", monitor=monitor, save_best_only=True,
+                                   mode=mode, initial_value_threshold=best_so_far),
+        callbacks.AtomicCheckpoint(run.checkpoints / "last.keras"),
         keras.callbacks.TensorBoard(log_dir=str(run.tensorboard), write_graph=False),
     ]
     early = None

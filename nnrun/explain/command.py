@@ -91,6 +91,7 @@ def explain(run_dir: str | Path, method: str, *, layer: str | None = None, num_i
         raise UsageError("--num-images and --batch-size must be >= 1")
     opened = open_run(run_dir, checkpoint)
     run, cfg = opened.run, opened.cfg
+    out = Path(output) if output else run.own_dir(Path("explain") / method)  # a linked folder: refused now
     from nnrun.engine import runtime
 
     if _imports_tensorflow(cfg):  # through the quiet path, as train and evaluate do
@@ -145,7 +146,6 @@ def explain(run_dir: str | Path, method: str, *, layer: str | None = None, num_i
         per_image["sanity_rank_correlation"] = _sanity(component, params, model, x, targets, batch_size,
                                                        result.heatmap, cfg.seed, summary, pad_id, real)
 
-    out = Path(output) if output else run.path / "explain" / method
     out.mkdir(parents=True, exist_ok=True)
     _remove_previous(out)
     names = data.class_names

@@ -64,8 +64,8 @@ def _reference(run: RunDir, cfg, model, techniques, directory: Path) -> tuple[li
     """Stored raw inputs and the trained model's outputs on them through the evaluation pipeline
     (created on first use)."""
     path = directory / REFERENCE
-    if path.is_file():
-        with np.load(path) as ref:
+    if path.is_file() or path.is_symlink():
+        with np.load(io.BytesIO(run.read_file(path.relative_to(run.path))), allow_pickle=False) as ref:
             names = sorted((k for k in ref.files if k.startswith("input_")), key=lambda k: int(k.split("_")[1]))
             return [ref[k] for k in names], ref["outputs"]
     import tensorflow as tf
@@ -106,13 +106,14 @@ def export(run_dir: str | Path, fmt: str = "keras", checkpoint: str = "best") ->
 
     opened = open_run(run_dir, checkpoint)
     run, cfg = opened.run, opened.cfg
+    directory = run.own_dir("exported")  # a linked folder is refused before any work
     opened.setup_runtime()
     facts = opened.facts
     techniques = opened.eval_techniques()
     model = opened.load_model()
-    directory = run.path / "exported"
     inputs, expected = _reference(run, cfg, model, techniques, directory)
     target = directory / FORMATS[fmt]
+    directory.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=directory, prefix=".export-"))
     try:
         predict = _write_and_reload(raw_input_model(model, facts, techniques), fmt, staging / FORMATS[fmt])

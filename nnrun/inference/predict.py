@@ -9,8 +9,6 @@ A file that cannot be decoded is listed on stderr and skipped; nothing readable 
 
 from __future__ import annotations
 
-import csv
-import io
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +16,9 @@ from typing import Callable
 
 import numpy as np
 
-from nnrun.rundir import RunDir, atomic_write
-from nnrun.errors import UsageError
+from nnrun.rundir import atomic_write, write_new_file
+from nnrun.errors import ConfigError, UsageError
+from nnrun.safe_text import csv_text
 
 TTA = ("none", "flip")
 DECODE_GROUP = 16
@@ -71,8 +70,17 @@ def _npz_rows(path: Path, facts) -> Rows:
     y = arrays.get("y" + key[1:])
     labels: list[int | None] = [None] * len(x)
     if y is not None and len(y) == len(x):
-        y = np.asarray(y)
-        labels = [int(v) for v in (y.argmax(axis=1) if y.ndim == 2 else y.reshape(-1))]
+        from nnrun.components.data.preprocess import labels_as_indices
+
+        name = f"{path}: y{key[1:]}"
+        try:
+            indices = labels_as_indices(y, name, where=None)
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from None
+        if len(indices) and indices.max() >= facts.num_classes:
+            raise UsageError(f"{name} has the label {int(indices.max())}; this run's model has "
+                             f"{facts.num_classes} classes (0..{facts.num_classes - 1})")
+        labels = [int(v) for v in indices]
     return Rows([f"{path}[{i}]" for i in range(len(x))], labels, arrays=x)
 
 
@@ -93,18 +101,20 @@ def collect(inputs: list[Path], facts) -> Rows:
     return Rows([str(f) for f in files], [index.get(f.parent.name) for f in files], paths=[str(f) for f in files])
 
 
-def batches(rows: Rows, facts, batch_size: int):
-    """tf.data batches of (raw inputs, error strings): files decoded in parallel, in order."""
+def batches(rows: Rows, facts, batch_size: int, max_pixels: int | None = None):
+    """tf.data batches of (raw inputs, error strings): files decoded in parallel, in order, each
+    within the run's pixel budget (its data.params.max_pixels)."""
     import tensorflow as tf
 
     if rows.arrays is not None:
         x = tf.data.Dataset.from_tensor_slices(rows.arrays)
         ds = x.map(lambda a: (a, tf.constant(b"")))
     else:
-        from nnrun.components.data.decode import tf_batch_decoder
+        from nnrun.components.data.decode import MAX_PIXELS, tf_batch_decoder
 
+        max_pixels = max_pixels or MAX_PIXELS
         height, width, channels = facts.input_shape
-        decode = tf_batch_decoder((height, width), channels)
+        decode = tf_batch_decoder((height, width), channels, max_pixels)
         # Small groups of files per decoder call: one Python call per file costs more than
         # decoding a small JPEG; groups keep both cores busy (Pillow releases the GIL).
         ds = (tf.data.Dataset.from_tensor_slices(rows.paths).batch(DECODE_GROUP)
@@ -137,32 +147,18 @@ def _csv(names: list[str], probs: np.ndarray, labels: list, class_names: list[st
          by_index: bool) -> str:
     """CSV text: path (or index), the predicted class and its probability, the top-k classes and
     probabilities, and the true class where the inputs say it."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
     with_true = any(label is not None for label in labels)
     header = ["index" if by_index else "path", "predicted", "probability"]
     for k in range(1, top_k + 1):
         header += [f"top{k}", f"top{k}_probability"]
-    writer.writerow(header + (["true"] if with_true else []))
+    rows = [header + (["true"] if with_true else [])]
     order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
     for name, p, top, label in zip(names, probs, order, labels):
         row = [name, class_names[top[0]], f"{p[top[0]]:.6f}"]
         for c in top:
             row += [class_names[c], f"{p[c]:.6f}"]
-        writer.writerow(row + ([class_names[label] if label is not None else ""] if with_true else []))
-    return out.getvalue()
-
-
-def _output_path(run: RunDir, out: Path | None) -> Path:
-    if out is not None:
-        return out
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = run.path / "predictions" / f"{stamp}.csv"
-    n = 1
-    while path.exists():
-        n += 1
-        path = run.path / "predictions" / f"{stamp}-{n}.csv"
-    return path
+        rows.append(row + ([class_names[label] if label is not None else ""] if with_true else []))
+    return csv_text(rows)  # class and file names that look like formulas are quoted for spreadsheets
 
 
 def predict(run_dir: str | Path, inputs: list[Path], *, out: Path | None = None, top_k: int | None = None,
@@ -186,7 +182,7 @@ def predict(run_dir: str | Path, inputs: list[Path], *, out: Path | None = None,
     rows = collect([Path(p) for p in inputs], facts)
     top_k = min(top_k or 5, facts.num_classes)
     batch_size = batch_size or cfg.data.eval_batch_size or cfg.data.batch_size
-    target = _output_path(run, out)
+    predictions = run.own_dir("predictions") if out is None else None  # refused before any work if a link
 
     opened.setup_runtime()
     techniques = opened.eval_techniques()
@@ -196,7 +192,7 @@ def predict(run_dir: str | Path, inputs: list[Path], *, out: Path | None = None,
     kept, probs, skipped = [], [], []
     first_batch_at = None
     start = time.perf_counter()
-    for raw, errors in batches(rows, facts, batch_size):
+    for raw, errors in batches(rows, facts, batch_size, cfg.data.params.get("max_pixels")):
         errors = errors.numpy()
         ok = errors == b""
         base = len(kept) + len(skipped)
@@ -216,7 +212,13 @@ def predict(run_dir: str | Path, inputs: list[Path], *, out: Path | None = None,
     probs = np.concatenate(probs)
     names = [rows.names[i] for i in kept]
     labels = [rows.labels[i] for i in kept]
-    atomic_write(target, _csv(names, probs, labels, facts.class_names, top_k, by_index=rows.arrays is not None))
+    text = _csv(names, probs, labels, facts.class_names, top_k, by_index=rows.arrays is not None)
+    if out is not None:
+        target = Path(out)
+        atomic_write(target, text)
+    else:  # predictions/<timestamp>.csv, -2, -3 ...: a name no other predict took
+        predictions.mkdir(parents=True, exist_ok=True)
+        target = write_new_file(predictions, time.strftime("%Y%m%d-%H%M%S"), ".csv", text)
     labelled = [i for i, label in enumerate(labels) if label is not None]
     accuracy = (float(np.mean([probs[i].argmax() == labels[i] for i in labelled])) if labelled else None)
     return {"path": str(target), "predicted": len(kept), "skipped": len(skipped), "accuracy": accuracy,

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from nnrun.rundir import CONFIG_YAML, RUN_JSON
+from nnrun.rundir import CONFIG_YAML
 from nnrun.config import flatten
 from nnrun.results.format import fmt
-from nnrun.results.runs import find_runs, run_config
+from nnrun.safe_text import for_console
+from nnrun.results.runs import find_runs, read_record, run_config
 from nnrun.errors import UsageError
 
 # run.json fields shown beside the final metrics.
@@ -18,11 +18,7 @@ RUN_FIELDS = ("status", "epochs_completed", "wall_time_s")
 def _expand(path: Path) -> list[dict]:
     """A run directory -> its record; any other directory -> every run under it (e.g. a sweep)."""
     if (path / CONFIG_YAML).is_file():
-        try:
-            record = json.loads((path / RUN_JSON).read_text())
-        except (OSError, ValueError):
-            record = {"status": "unreadable"}
-        return [{**record, "path": str(path)}]
+        return [read_record(path)]
     if path.is_dir():
         found = find_runs(path)
         if found:
@@ -73,9 +69,9 @@ def tables(result: dict):
         table = Table(title=title, title_justify="left")
         table.add_column("key")
         for name in titles:
-            table.add_column(name, justify="right", overflow="fold")
+            table.add_column(for_console(name), justify="right", overflow="fold")
         for key, values in rows.items():
-            table.add_row(key, *(fmt(v, key) for v in values))
+            table.add_row(for_console(key), *(for_console(fmt(v, key)) for v in values))
         if not rows:
             table.add_row("(none)", *("" for _ in titles))
         out.append(table)

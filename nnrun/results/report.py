@@ -7,12 +7,12 @@ or opened offline; no script and no network request. No TensorFlow here.
 from __future__ import annotations
 
 import base64
-import json
 from html import escape
 from pathlib import Path
 
 from nnrun.results.format import fmt
-from nnrun.rundir import CONFIG_YAML, RunDir, atomic_write
+from nnrun.errors import UsageError
+from nnrun.rundir import CONFIG_YAML, RunDir, atomic_write, read_json
 
 REPORT = "report.html"
 
@@ -29,8 +29,8 @@ figure{margin:1em 0}figcaption{color:#666}
 """
 
 
-def _png(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+def _png(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
 def _table(header: list[str], rows: list[list]) -> str:
@@ -39,9 +39,21 @@ def _table(header: list[str], rows: list[list]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _figure(path: Path, caption: str) -> str:
-    return (f'<figure><img src="{_png(path)}" alt="{escape(caption)}">'
+def _figure(png: bytes, caption: str) -> str:
+    return (f'<figure><img src="{_png(png)}" alt="{escape(caption)}">'
             f"<figcaption>{escape(caption)}</figcaption></figure>")
+
+
+def _inside(run: RunDir, path: Path, skipped: list[str]) -> bytes | None:
+    """A file of the run for the page; None (and a note in `skipped`) for a symbolic link, a
+    file under a linked folder, or one too large: the page shows only what the run holds."""
+    try:
+        return run.read_file(path.relative_to(run.path))
+    except UsageError as exc:
+        skipped.append(str(exc))
+    except OSError:
+        pass
+    return None
 
 
 def _epoch_tables(rows: list[dict]) -> str:
@@ -80,29 +92,34 @@ def render(run_dir: str | Path) -> str:
     final = record.get("final_metrics") or {}
     if final:
         parts.append("<h2>Final metrics</h2>" + _table(["metric", "value"], [[k, v] for k, v in final.items()]))
-    plots = sorted(run.plots.glob("*.png")) if run.plots.is_dir() else []
-    if plots:
-        parts.append("<h2>Learning curves</h2>" + "".join(_figure(p, p.stem.replace("_", " ")) for p in plots))
+    skipped: list[str] = []
+    plots = [(p, _inside(run, p, skipped)) for p in sorted(run.plots.glob("*.png"))] if run.plots.is_dir() else []
+    if any(png for _, png in plots):
+        parts.append("<h2>Learning curves</h2>" + "".join(_figure(png, p.stem.replace("_", " "))
+                                                          for p, png in plots if png))
     parts.append(_epoch_tables(run.read_metrics()))
-    grids = sorted((run.path / "explain").glob("*/grid.png"))
-    if grids:
+    grids = [(g, _inside(run, g, skipped)) for g in sorted((run.path / "explain").glob("*/grid.png"))]
+    if any(png for _, png in grids):
         parts.append("<h2>Explanations</h2>")
-        for grid in grids:
+        for grid, png in grids:
+            if png is None:
+                continue
             caption = grid.parent.name
-            manifest = grid.parent / "manifest.json"
-            if manifest.is_file():
-                try:
-                    info = json.loads(manifest.read_text())
-                    if isinstance(info, dict):
-                        keep = {k: v for k, v in info.items() if isinstance(v, (str, int, float, bool))}
-                        caption += " — " + ", ".join(f"{k}: {fmt(v)}" for k, v in list(keep.items())[:8])
-                except (OSError, ValueError):
-                    pass
-            parts.append(_figure(grid, caption))
+            info = read_json(grid.parent / "manifest.json", run.path)
+            if isinstance(info, dict):
+                keep = {k: v for k, v in info.items() if isinstance(v, (str, int, float, bool))}
+                caption += " — " + ", ".join(f"{k}: {fmt(v)}" for k, v in list(keep.items())[:8])
+            parts.append(_figure(png, caption))
     export = run.path / "exported" / "export.json"
-    if export.is_file():
-        parts.append("<h2>Exports</h2><pre>" + escape(export.read_text()) + "</pre>")
-    parts.append("<h2>Config</h2><pre>" + escape((run.path / CONFIG_YAML).read_text()) + "</pre>")
+    if export.is_file() or export.is_symlink():
+        text = _inside(run, export, skipped)
+        if text is not None:
+            parts.append("<h2>Exports</h2><pre>" + escape(text.decode("utf-8", errors="replace")) + "</pre>")
+    config = _inside(run, run.path / CONFIG_YAML, skipped)
+    if config is not None:
+        parts.append("<h2>Config</h2><pre>" + escape(config.decode("utf-8", errors="replace")) + "</pre>")
+    if skipped:
+        parts.append("<h2>Not shown</h2><ul>" + "".join(f"<li>{escape(s)}</li>" for s in skipped) + "</ul>")
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<title>{escape(title)}</title><style>{_CSS}</style></head>\n<body>\n"

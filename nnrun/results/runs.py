@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import json
 import math
 import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from nnrun.config import flatten
 from nnrun.engine.metrics import higher_is_better
-from nnrun.rundir import CONFIG_YAML, RUN_JSON
+from nnrun.config.safe_yaml import MAX_FILE_BYTES, parse_config_bytes
+from nnrun.rundir import CONFIG_YAML, RUN_JSON, read_inside, read_json
 from nnrun.errors import ConfigError, UsageError
 from nnrun.results.format import number_text
 
@@ -35,12 +33,7 @@ def find_runs(root: str | Path, filters: list[str] | None = None, sort: str | No
     parsed = [parse_filter(f) for f in filters or []]
     records = []
     for path in root.rglob(RUN_JSON):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError):
-            record = {"status": "unreadable"}
-        record["path"] = str(path.parent)
-        records.append(record)
+        records.append(read_record(path.parent))
     for option, key in [("--filter", key) for key, _, _ in parsed] + ([("--sort", sort)] if sort else []):
         check_key(records, key, option, root)
     records = [r for r in records if all(matches(r, key, value, op) for key, op, value in parsed)]
@@ -50,13 +43,25 @@ def find_runs(root: str | Path, filters: list[str] | None = None, sort: str | No
     return records
 
 
+def read_record(run_path: Path) -> dict:
+    """A run's run.json with its `path`; {"status": "unreadable"} when run.json cannot be read
+    (missing, a symbolic link, too large or deep, not a JSON object)."""
+    record = read_json(Path(run_path) / RUN_JSON, Path(run_path))
+    return {**(record if isinstance(record, dict) else {"status": "unreadable"}), "path": str(run_path)}
+
+
 def run_config(record: dict) -> dict:
-    """The run's resolved config.yaml as plain data (cached on the record); {} if unreadable."""
+    """The run's resolved config.yaml as plain data (cached on the record); {} if it is missing.
+    A config.yaml that cannot be read within the bounded loader's limits (an alias bomb, deep
+    nesting, a symbolic link, not YAML) marks the run unreadable, with the reason."""
     if "_config" not in record:
-        try:
-            record["_config"] = yaml.safe_load((Path(record["path"]) / CONFIG_YAML).read_text()) or {}
-        except (OSError, yaml.YAMLError):
-            record["_config"] = {}
+        record["_config"] = {}
+        path = Path(record["path"]) / CONFIG_YAML
+        if path.exists() or path.is_symlink():
+            try:
+                record["_config"] = parse_config_bytes(read_inside(path.parent, path, MAX_FILE_BYTES), str(path))
+            except (OSError, ConfigError, UsageError) as exc:
+                record["status"], record["reason"] = "unreadable", f"{CONFIG_YAML}: {exc}"
     return record["_config"]
 
 
