@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from nnrun.sweep.sweep_file import Sweep, SweepFile, read_sweep_file
 # without TensorFlow. A name another data set logs (val_accuracy on pairs) fails each trial at
 # its first epoch, naming what the trial logs (search/pruning.py).
 LOGGED = ("loss", "accuracy", "half_margin_accuracy")
+MAX_GRID = 100_000  # grid sampler points: as many as a study's budget may hold (search.trials)
 
 
 def _encoded(values: list) -> bool:
@@ -64,6 +66,12 @@ class Param:
 
     def extremes(self) -> list:
         return list(self.choices) if self.kind == "choice" else [self.low, self.high]
+
+    def count(self) -> int | None:
+        """How many values `points` would list (None for continuous ranges), without listing them."""
+        if self.kind == "choice":
+            return len(self.choices)
+        return int(self.high) - int(self.low) + 1 if self.kind == "int" else None
 
     def points(self) -> list | None:
         """Every value, for the grid sampler (None for continuous ranges)."""
@@ -158,10 +166,14 @@ def plan_search(path: Path, spec: SearchSpec, dists: dict, raw: dict, shared: li
     direction = spec.direction or ("maximize" if higher_is_better(metric) else "minimize")
     grid = None
     if spec.sampler == "grid":
-        continuous = [p.key for p in params if p.points() is None]
+        continuous = [p.key for p in params if p.count() is None]
         if continuous:
             raise ConfigError(f"the grid sampler needs choice or int params; {', '.join(continuous)} "
                               "is a continuous range", f"{path}: params")
+        size = math.prod(p.count() for p in params)
+        if size > MAX_GRID:  # counted before any point is built: int: [0, 1e10] is 10 billion points
+            raise ConfigError(f"the grid has {size:,} points; at most {MAX_GRID:,} (narrow the int ranges "
+                              "or use tpe / random)", f"{path}: params")
         grid = [dict(zip([p.key for p in params], combo)) for combo in itertools.product(*(p.points() for p in params))]
         if spec.trials is not None and spec.trials != len(grid):
             raise ConfigError(f"the grid has {len(grid)} points; set trials: {len(grid)} or leave it out",

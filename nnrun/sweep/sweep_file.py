@@ -44,6 +44,7 @@ from nnrun.sweep.search_block import SearchSpec
 
 # Keys the sweep itself sets on every trial.
 RESERVED = ("name", "runtime.runs_root", "runtime.threads")
+MAX_TRIALS = 10_000  # trials of one grid/zip/random/seeds sweep (each is resolved when the file loads)
 
 
 class _Strict(BaseModel):
@@ -216,6 +217,13 @@ def _check_key(key: str, where: str) -> None:
 def _rows(spec: SweepSpec) -> list[dict]:
     import numpy as np
 
+    sizes = [math.prod(len(v) for v in spec.grid.values()) if spec.grid else 1,
+             len(next(iter(spec.zip_.values()))) if spec.zip_ else 1,
+             spec.random.samples if spec.random else 1, len(spec.seeds) if spec.seeds else 1]
+    if math.prod(sizes) > MAX_TRIALS:  # counted before any trial is built
+        raise ConfigError(f"the sweep has {math.prod(sizes):,} trials (grid x zip x random x seeds = "
+                          f"{' x '.join(str(n) for n in sizes)}); at most {MAX_TRIALS:,} (use a search: block "
+                          "to sample a large space)", "grid")
     blocks = []
     if spec.grid:
         keys = list(spec.grid)

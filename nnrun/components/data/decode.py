@@ -7,6 +7,12 @@ The rules (Pillow does all the decoding; TensorFlow only calls it from tf.data):
 - Open with Pillow; the first frame of animated or multi-picture files (GIF, WebP, camera MPO).
 - Large JPEGs are decoded at a reduced DCT scale (Pillow's `draft`, as `Image.thumbnail` does),
   never below twice the target size, then resized like every other image.
+- Memory is bounded per image: a file that would decode to more than `max_pixels` pixels
+  (JPEGs counted at their reduced scale) is refused from its header, before any pixel is
+  decoded. This budget replaces Pillow's decompression-bomb check (which warns at 89.5 Mpx and
+  fails at 179 Mpx whatever the budget). Deep images are converted to 8 bits in strips of rows
+  (STRIP_ROWS), so a decode needs the decoded image plus about 1 byte per pixel, whatever the
+  bit depth (whole-image int64 / float64 copies took about 20 bytes per pixel).
 - Bit depth: 8-bit modes as they are. Integer images deeper than 8 bits (Pillow modes I;16*,
   and I, which Pillow uses for 16-bit PGM/TIFF and 32-bit integer TIFF) are read as 16-bit
   values: clipped to 0..65535, then round(v / 257), so 0 -> 0, 32768 -> 128, 65535 -> 255.
@@ -37,6 +43,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 RESAMPLE = Image.Resampling.BILINEAR
+MAX_PIXELS = 89_478_485  # default pixel budget per image: Pillow's own MAX_IMAGE_PIXELS
+STRIP_ROWS = 256  # rows of a deep image converted at a time
+Image.MAX_IMAGE_PIXELS = None  # the budget is ours (max_pixels), checked before decoding
 _COLOUR = {"P", "PA", "RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "LAB", "HSV"}
 _GRAY = {"1", "L", "LA"}
 _DEEP = {"I", "I;16", "I;16L", "I;16B", "I;16N", "F"}  # scaled to 8 bits in numpy
@@ -51,19 +60,18 @@ class UnreadableImage(Exception):
     """A file that is not a decodable image; str() is a short reason, e.g. "truncated file"."""
 
 
-def decode_file(path, image_size: int | tuple[int, int], channels: int) -> np.ndarray:
+def decode_file(path, image_size: int | tuple[int, int], channels: int,
+                max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """The image in `path` as uint8 (height, width, channels) (see the module docstring for the
-    rules); `image_size` is one int for square images or (height, width). Raises UnreadableImage."""
+    rules); `image_size` is one int for square images or (height, width). Raises UnreadableImage,
+    also for an image above `max_pixels`."""
     height, width = _size(image_size)
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, not {channels}")
     try:
         with Image.open(path) as img:
-            box = None
-            if img.format in ("JPEG", "MPO"):
-                side = 2 * max(height, width)  # square: the same whichever way the image is turned
-                drafted = img.draft(None, (side, side))
-                box = drafted[1] if drafted else None
+            box = _draft(img, height, width)
+            _check_budget(img, max_pixels)
             img.load()  # before getexif, which may load (PNG) and would swallow a decoding error
             turn = _TRANSPOSE.get(_orientation(img))
             if turn in (Image.Transpose.TRANSPOSE, Image.Transpose.TRANSVERSE, Image.Transpose.ROTATE_90,
@@ -85,7 +93,24 @@ def decode_file(path, image_size: int | tuple[int, int], channels: int) -> np.nd
     return pixels
 
 
-def check_file(path) -> None:
+def _draft(img: Image.Image, height: int, width: int):
+    """Set a JPEG's reduced DCT scale for this target size (img.size becomes the decoded size);
+    the crop box the resize must use, or None."""
+    if img.format not in ("JPEG", "MPO"):
+        return None
+    side = 2 * max(height, width)  # square: the same whichever way the image is turned
+    drafted = img.draft(None, (side, side))
+    return drafted[1] if drafted else None
+
+
+def _check_budget(img: Image.Image, max_pixels: int) -> None:
+    width, height = img.size
+    if width * height > max_pixels:
+        raise UnreadableImage(f"{width}x{height} is {width * height:,} pixels, above the budget of "
+                              f"{max_pixels:,} (data.params.max_pixels)")
+
+
+def check_file(path, image_size: int | tuple[int, int] = 8, max_pixels: int = MAX_PIXELS) -> None:
     """An up-front check, much cheaper than decoding for the usual formats: the header is read
     and its mode supported; a PNG's chunks are all present with correct CRCs (Pillow's verify,
     no inflating); a JPEG ends with its end-of-image marker (a truncated download does not).
@@ -94,6 +119,8 @@ def check_file(path) -> None:
         with Image.open(path) as img:
             if img.mode not in SUPPORTED_MODES:
                 raise UnreadableImage(f"unsupported mode {img.mode}")
+            _draft(img, *_size(image_size))
+            _check_budget(img, max_pixels)
             fmt = img.format
             if fmt == "PNG":
                 img.verify()
@@ -104,10 +131,10 @@ def check_file(path) -> None:
         raise
     except Exception as exc:  # noqa: BLE001
         raise UnreadableImage(reason(exc)) from None
-    decode_file(path, 8, 3)
+    decode_file(path, 8, 3, max_pixels)
 
 
-def tf_decoder(image_size: int | tuple[int, int], channels: int):
+def tf_decoder(image_size: int | tuple[int, int], channels: int, max_pixels: int = MAX_PIXELS):
     """A function for `tf.data.Dataset.map`: scalar string path -> (uint8 image [height, width,
     channels], error string), decoded by `decode_file` through tf.numpy_function. The error is
     b"" on success, else the UnreadableImage reason (the image is zeros then). Pillow releases
@@ -119,7 +146,7 @@ def tf_decoder(image_size: int | tuple[int, int], channels: int):
 
     def decode_py(path):
         try:
-            return decode_file(os.fsdecode(path), image_size, channels), np.bytes_(b"")
+            return decode_file(os.fsdecode(path), image_size, channels, max_pixels), np.bytes_(b"")
         except UnreadableImage as exc:
             return blank, np.bytes_(str(exc).encode())
 
@@ -133,7 +160,7 @@ def tf_decoder(image_size: int | tuple[int, int], channels: int):
     return decode
 
 
-def tf_batch_decoder(image_size: int | tuple[int, int], channels: int):
+def tf_batch_decoder(image_size: int | tuple[int, int], channels: int, max_pixels: int = MAX_PIXELS):
     """`tf_decoder` for a batch of paths (string [N]) -> (uint8 [N, height, width, channels],
     errors [N]): one Python call decodes N files, which is several times faster than one call
     per small file (the per-call overhead of tf.numpy_function dominates a 64 px JPEG)."""
@@ -146,7 +173,7 @@ def tf_batch_decoder(image_size: int | tuple[int, int], channels: int):
         errors = []
         for i, path in enumerate(paths):
             try:
-                images[i] = decode_file(os.fsdecode(path), image_size, channels)
+                images[i] = decode_file(os.fsdecode(path), image_size, channels, max_pixels)
                 errors.append(b"")
             except UnreadableImage as exc:
                 errors.append(str(exc).encode())
@@ -201,7 +228,7 @@ def _eight_bit(img: Image.Image, channels: int) -> Image.Image:
     """`img` as an 8-bit L (gray sources, or channels=1) or RGB image (see the module docstring)."""
     mode = img.mode
     if mode in _DEEP:
-        return Image.fromarray(_deep_to_uint8(np.asarray(img)), "L")
+        return _deep_to_l(img)
     if mode in _GRAY:
         return img if mode == "L" else img.convert("L")
     if mode not in _COLOUR:
@@ -213,11 +240,33 @@ def _eight_bit(img: Image.Image, channels: int) -> Image.Image:
     return img.convert("L") if channels == 1 else img
 
 
-def _deep_to_uint8(a: np.ndarray) -> np.ndarray:
+def _strips(img: Image.Image):
+    """The image's pixels as numpy arrays of STRIP_ROWS rows each (each a copy of one strip)."""
+    width, height = img.size
+    for top in range(0, height, STRIP_ROWS):
+        yield top, np.asarray(img.crop((0, top, width, min(height, top + STRIP_ROWS))))
+
+
+def _deep_to_l(img: Image.Image) -> Image.Image:
+    """A deep image (I;16*, I, F) as 8-bit L, converted a strip at a time (module docstring)."""
+    width, height = img.size
+    scale = 1.0
+    if img.mode == "F":  # scaled by 255 when every value (NaN and inf read as 0) lies in [0, 1]
+        low, high = np.inf, -np.inf
+        for _, a in _strips(img):
+            a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+            if a.size:
+                low, high = min(low, float(a.min())), max(high, float(a.max()))
+        scale = 255.0 if low >= 0 and high <= 1 else 1.0
+    out = np.empty((height, width), np.uint8)
+    for top, a in _strips(img):
+        out[top:top + len(a)] = _deep_to_uint8(a, scale)
+    return Image.fromarray(out, "L")
+
+
+def _deep_to_uint8(a: np.ndarray, scale: float = 1.0) -> np.ndarray:
     if a.dtype.kind == "f":
-        a = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-        if a.size and a.min() >= 0 and a.max() <= 1:
-            a = a * 255
+        a = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0) * scale
         return np.clip(np.rint(a), 0, 255).astype(np.uint8)
     v = np.clip(a.astype(np.int64), 0, 65535)
     return ((v + 128) // 257).astype(np.uint8)  # round(v / 257): 257 is odd, so never a tie

@@ -24,7 +24,7 @@ import numpy as np
 from pydantic import Field
 
 from nnrun.components.data.base import DataBundle, Split
-from nnrun.components.data.decode import UnreadableImage, check_file, decode_file, tf_batch_decoder
+from nnrun.components.data.decode import MAX_PIXELS, UnreadableImage, check_file, decode_file, tf_batch_decoder
 from nnrun.components.data.preprocess import ImagePreprocess, finish_images, finish_streams, holdout_mask
 from nnrun.components.data.stream import StreamOptions, cache_path, cached, reuse
 from nnrun.errors import ConfigError
@@ -41,6 +41,9 @@ class ImageFolderParams(ImagePreprocess, StreamOptions):
         None, gt=0, lt=1, description="hold out this fraction of train (per class) when there is no val/ folder"
     )
     skip_invalid: bool = Field(False, description="skip unreadable files (listed on stderr) instead of failing")
+    max_pixels: int = Field(MAX_PIXELS, ge=1, description="pixel budget per image: a file that would decode to more "
+                            "pixels (a JPEG counted at the reduced scale it is decoded at) is unreadable; bounds "
+                            "the memory a decode needs (default: Pillow's MAX_IMAGE_PIXELS)")
     seed: int = Field(0, ge=0, description="seed of the validation_split hold-out and of the streamed file order")
 
 
@@ -113,7 +116,7 @@ def _load(files: list[Path], labels: np.ndarray, p: ImageFolderParams) -> Split:
     x = np.empty((len(files), p.image_size, p.image_size, _channels(p)), np.uint8)
 
     def into(i_file):
-        x[i_file[0]] = decode_file(i_file[1], p.image_size, _channels(p))
+        x[i_file[0]] = decode_file(i_file[1], p.image_size, _channels(p), p.max_pixels)
 
     results = _each(into, list(enumerate(files)))
     bad = [(file, str(r)) for file, r in zip(files, results) if isinstance(r, UnreadableImage)]
@@ -128,7 +131,7 @@ def _check_files(files: list[Path], labels: np.ndarray, p: ImageFolderParams):
     """Streamed: check each file up front (decode.check_file: the header, a PNG's checksums, a
     JPEG's end marker; other formats are decoded), so a bad file is named now rather than
     failing a tf.data op later."""
-    results = _each(check_file, files)
+    results = _each(lambda f: check_file(f, p.image_size, p.max_pixels), files)
     return _keep_readable(files, labels, [(f, str(r)) for f, r in zip(files, results) if r is not None], p)
 
 
@@ -153,7 +156,7 @@ def _decoded(p: ImageFolderParams, files: list[Path], labels: np.ndarray, on_fai
 
     import tensorflow as tf
 
-    decode = tf_batch_decoder(p.image_size, _channels(p))
+    decode = tf_batch_decoder(p.image_size, _channels(p), p.max_pixels)
 
     def note(path, error):
         failures.append((os.fsdecode(path), error.decode(errors="replace")))

@@ -104,18 +104,27 @@ def finish_images(splits: dict[str, Split], p: ImagePreprocess, class_names: lis
     return DataBundle(splits, shape, num_classes, class_names, meta={"source": source}, preprocess=preprocess)
 
 
-def labels_as_indices(y: np.ndarray, name: str) -> np.ndarray:
-    """Integer class labels from integer or one-hot arrays."""
+MAX_CLASSES = 1_000_000  # labels are class indices 0..K-1; a larger K is ids, not classes
+
+
+def labels_as_indices(y: np.ndarray, name: str, where: str | None = "data.params") -> np.ndarray:
+    """Integer class labels (int32) from integer or one-hot arrays. Checked before the cast: a
+    label must be a whole number in 0..MAX_CLASSES-1 (int64 2**32 would wrap to 0 in int32, and
+    one label of 2**31-1 would make two billion class names)."""
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] > 1:
         y = y.argmax(axis=1)
     y = y.reshape(len(y))
-    if not (np.issubdtype(y.dtype, np.integer) or np.all(np.mod(y, 1) == 0)):
-        raise ConfigError(f"{name} must hold integer class labels (or one-hot rows)", "data.params")
-    y = y.astype(np.int32)
+    numeric = np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)
+    if y.dtype == np.bool_ or not numeric or (np.issubdtype(y.dtype, np.floating)
+                                              and not (np.all(np.isfinite(y)) and np.all(np.mod(y, 1) == 0))):
+        raise ConfigError(f"{name} must hold integer class labels (or one-hot rows)", where)
     if len(y) and y.min() < 0:
-        raise ConfigError(f"{name} has negative class labels", "data.params")
-    return y
+        raise ConfigError(f"{name} has negative class labels", where)
+    if len(y) and y.max() >= MAX_CLASSES:
+        raise ConfigError(f"{name} has the label {int(y.max())}; labels are class indices 0..K-1 with at most "
+                          f"{MAX_CLASSES:,} classes (map ids to indices first)", where)
+    return y.astype(np.int32)
 
 
 def holdout_mask(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
