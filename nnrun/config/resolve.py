@@ -59,6 +59,11 @@ def resolve(raw: dict) -> RunConfig:
         except ConfigError as exc:
             raise ConfigError(str(exc), f"train.techniques.{tech}") from None
         techniques[tech] = validate_params("technique", tech, params, ("train", "techniques", tech))
+    schedule = data["optimizer"]["schedule"]
+    if schedule["name"] == "one_cycle" and schedule["params"].get("cycle_momentum"):
+        if data["optimizer"]["name"] != "sgd" or not data["optimizer"]["params"].get("momentum"):
+            raise ConfigError("cycle_momentum cycles SGD's momentum: needs optimizer sgd with momentum > 0 (got "
+                              f"{data['optimizer']['name']})", "optimizer.schedule.params.cycle_momentum")
     policy = techniques.get("mixed_precision", {}).get("policy")
     if policy and data["train"]["precision"] not in ("float32", policy):
         raise ConfigError(f"policy {policy} conflicts with train.precision {data['train']['precision']}",

@@ -114,6 +114,10 @@ class TrainConfig(Section):
     )
     jit_compile: bool = Field(False, description="XLA-compile the train step")
     steps_per_execution: int = Field(1, gt=0, description="batches per compiled call (fewer Python round trips)")
+    gradient_accumulation_steps: int | None = Field(
+        None, ge=2, le=1024, description="average the gradients of N batches per optimizer step (effective batch: "
+        "N x data.batch_size, recorded in run.json); schedules still count batches"
+    )
     monitor: str = Field("val_accuracy", description="metric that selects checkpoints/best.keras")
     early_stopping: EarlyStoppingConfig | None = Field(None, description="stop when `monitor` stops improving")
     backup_every_steps: int | None = Field(

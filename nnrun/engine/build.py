@@ -30,6 +30,7 @@ def technique_context(cfg: RunConfig, data, run_dir=None, num_train: int | None 
         steps_per_epoch=steps_per_epoch(num_train, cfg.data.batch_size),
         image_size=data.input_shape[0] if len(data.input_shape) == 3 else None,
         label_mode=label_mode(cfg, data), run_dir=run_dir,
+        gradient_accumulation_steps=cfg.train.gradient_accumulation_steps or 1,
     )
 
 
@@ -84,9 +85,11 @@ def build_metrics(cfg: RunConfig, data: DataBundle):
 def build_optimizer(cfg: RunConfig, num_train: int, lr_scale: float = 1.0):
     opt = cfg.optimizer
     sched_component, sched_params = _params("schedule", opt.schedule.name, opt.schedule.params)
-    steps = steps_per_epoch(num_train, cfg.data.batch_size)
+    accumulate = cfg.train.gradient_accumulation_steps
+    steps = steps_per_epoch(num_train, cfg.data.batch_size)  # Keras evaluates schedules at the batch count,
+    # also with gradient accumulation (optimizer._iterations), so horizons stay in batches
     horizon = opt.schedule.epochs or cfg.train.epochs  # kept by a resume that trains longer
-    learning_rate = sched_component.builder(sched_params, opt.learning_rate, steps, horizon)
+    learning_rate = schedule = sched_component.builder(sched_params, opt.learning_rate, steps, horizon)
     if lr_scale != 1.0:
         if isinstance(learning_rate, float):
             learning_rate *= lr_scale
@@ -95,7 +98,17 @@ def build_optimizer(cfg: RunConfig, num_train: int, lr_scale: float = 1.0):
 
             learning_rate = ScaledSchedule(learning_rate, lr_scale)
     component, params = _params("optimizer", opt.name, opt.params)
-    return component.builder(params, learning_rate, weight_decay=opt.weight_decay, clipnorm=opt.clipnorm)
+    optimizer = component.builder(params, learning_rate, weight_decay=opt.weight_decay, clipnorm=opt.clipnorm,
+                                  gradient_accumulation_steps=accumulate)
+    if hasattr(schedule, "attach"):  # one_cycle's momentum, plateau's backed-up state
+        schedule.attach(optimizer)
+    optimizer.nnrun_schedule = schedule  # the engine asks plateau for its epoch-end step
+    return optimizer
+
+
+def schedule_of(optimizer):
+    """The schedule build_optimizer gave `optimizer` (through a LossScaleOptimizer too)."""
+    return getattr(getattr(optimizer, "inner_optimizer", optimizer), "nnrun_schedule", None)
 
 
 def compile_model(model, cfg: RunConfig, data: DataBundle, lr_scale: float = 1.0, techniques=()) -> None:

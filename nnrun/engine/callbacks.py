@@ -47,6 +47,56 @@ class MetricsLog(keras.callbacks.Callback):
         self.run.update(epochs_completed=epoch + 1)
 
 
+class EvalWeights(keras.callbacks.Callback):
+    """Puts in place the weights that validation and checkpoints use (a technique's, e.g. the
+    EMA) when validation starts and when the epoch ends; placed before the checkpoints."""
+
+    def __init__(self, techniques):
+        super().__init__()
+        self.techniques = techniques
+
+    def _eval_weights(self):
+        for technique in self.techniques:
+            technique.use_eval_weights(self.model)
+
+    def on_test_begin(self, logs=None):
+        self._eval_weights()
+
+    def on_epoch_end(self, epoch, logs=None):  # also when there is no validation
+        self._eval_weights()
+
+
+class TrainWeights(keras.callbacks.Callback):
+    """Puts the training weights back after the checkpoints, before the backup saves them, and
+    when fit ends (also interrupted)."""
+
+    def __init__(self, techniques):
+        super().__init__()
+        self.techniques = techniques
+
+    def _train_weights(self):
+        for technique in self.techniques:
+            technique.use_train_weights(self.model)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._train_weights()
+
+    def on_train_end(self, logs=None):
+        self._train_weights()
+
+
+class ScheduleEpochEnd(keras.callbacks.Callback):
+    """A schedule that follows a metric (plateau) sees each epoch's logs; placed before the
+    backup, which saves the state it changed."""
+
+    def __init__(self, schedule):
+        super().__init__()
+        self.schedule = schedule
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.schedule.epoch_end(dict(logs or {}))
+
+
 class RichProgress(keras.callbacks.Callback):
     """A rich progress bar per epoch with live metrics (for interactive terminals)."""
 

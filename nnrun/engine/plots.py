@@ -15,8 +15,8 @@ def learning_curves(rows: list[dict], path: Path, title: str = "") -> None:
     if not rows:
         return
     epochs = [r["epoch"] for r in rows]
-    metrics = sorted({k for r in rows for k in r if not k.startswith("val_")
-                      and k not in ("epoch", "step", "split", "epoch_time_s")})
+    metrics = sorted({k for r in rows for k, v in r.items() if not k.startswith("val_")
+                      and k not in ("epoch", "step", "split", "epoch_time_s") and isinstance(v, (int, float))})
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.6), squeeze=False)
     for ax, name in zip(axes[0], metrics):
         ax.plot(epochs, [r.get(name) for r in rows], marker="o", ms=3, label="train")

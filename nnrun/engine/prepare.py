@@ -29,6 +29,10 @@ def prepare(cfg: RunConfig, run_dir=None, lr_scale: float = 1.0) -> Prepared:
     from nnrun.engine import runtime
 
     strategy = runtime.setup(cfg)
+    if cfg.train.gradient_accumulation_steps and strategy.num_replicas_in_sync > 1:
+        raise ConfigError(f"does not work across {strategy.num_replicas_in_sync} replicas (Keras' accumulation step "
+                          "fails under tf.distribute); raise data.batch_size instead: it is split over the replicas",
+                          "train.gradient_accumulation_steps")
     from nnrun.engine import build, train_state
 
     data = build.build_data(cfg)
@@ -78,7 +82,8 @@ def _check_steps_per_execution(per_call: int, steps: int) -> None:
 
 
 def _check_monitors(cfg: RunConfig, data) -> None:
-    """train.monitor and early_stopping.monitor must name a metric this run logs."""
+    """train.monitor, early_stopping.monitor and the plateau schedule's monitor must name a
+    metric this run logs."""
     import difflib
 
     from nnrun.engine import build
@@ -88,6 +93,8 @@ def _check_monitors(cfg: RunConfig, data) -> None:
     checks = [("train.monitor", cfg.train.monitor)]
     if cfg.train.early_stopping:
         checks.append(("train.early_stopping.monitor", cfg.train.early_stopping.monitor))
+    if cfg.optimizer.schedule.name == "plateau":
+        checks.append(("optimizer.schedule.params.monitor", cfg.optimizer.schedule.params["monitor"]))
     for path, monitor in checks:
         if monitor not in valid:
             close = difflib.get_close_matches(monitor, valid, n=1, cutoff=0.5)

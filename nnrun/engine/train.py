@@ -179,6 +179,8 @@ def _fit(p: Prepared, run: RunDir, out: Output, guard: SignalGuard) -> dict:
         **({"precision_auto": auto_precision()[1]} if cfg.train.precision == "auto" else {}),
         techniques={t_name: t.record() for t_name, t in p.ctx.techniques.items()},
         model={"name": cfg.model.name, "parameters": int(p.model.count_params())},
+        batch={"size": cfg.data.batch_size, "gradient_accumulation_steps": cfg.train.gradient_accumulation_steps or 1,
+               "effective": cfg.data.batch_size * (cfg.train.gradient_accumulation_steps or 1)},
         data=p.data.describe(),
     )
     backup_dir = run.checkpoints / "backup"
@@ -220,7 +222,7 @@ def _split_at(segments: list[tuple], boundaries: list[int]) -> list[tuple]:
 def _fit_segments(p: Prepared, run: RunDir, out: Output, guard: SignalGuard, backup_dir) -> dict:
     import keras
 
-    from nnrun.engine import callbacks, pipeline, plots, train_state
+    from nnrun.engine import build, callbacks, pipeline, plots, train_state
     from nnrun.engine.distribute import callbacks as strategy_callbacks, is_multi_worker
     from nnrun.engine.metrics import higher_is_better
 
@@ -248,10 +250,12 @@ def _fit_segments(p: Prepared, run: RunDir, out: Output, guard: SignalGuard, bac
 
     common = [
         *strategy_callbacks(p.strategy, model),  # first: later callbacks save what it synchronises
+        callbacks.EvalWeights(p.techniques),  # validation and checkpoints see e.g. the EMA weights
         metrics_log,
         callbacks.AtomicCheckpoint(run.checkpoints / "best.keras", monitor=monitor, save_best_only=True,
                                    mode=mode, initial_value_threshold=best_so_far),
         callbacks.AtomicCheckpoint(run.checkpoints / "last.keras"),
+        callbacks.TrainWeights(p.techniques),  # training (and the backup) continue from the raw weights
         keras.callbacks.TensorBoard(log_dir=str(run.tensorboard), write_graph=False),
     ]
     early = None
@@ -260,6 +264,10 @@ def _fit_segments(p: Prepared, run: RunDir, out: Output, guard: SignalGuard, bac
         early = callbacks.ResumableEarlyStopping(metrics_log.history, monitor=es.monitor, patience=es.patience,
                                                  min_delta=es.min_delta)
         common.append(early)
+    schedule = build.schedule_of(model.optimizer)
+    if hasattr(schedule, "epoch_end"):  # plateau: reduce on this epoch's metrics, then back the state up
+        schedule.set_direction(higher_is_better(schedule.monitor))
+        common.append(callbacks.ScheduleEpochEnd(schedule))
     common.append(backup)  # last: an epoch is backed up only after it is logged and checkpointed
     if out.progress:
         common.append(callbacks.RichProgress(epochs, steps, out.console))
@@ -308,5 +316,12 @@ def _fit_segments(p: Prepared, run: RunDir, out: Output, guard: SignalGuard, bac
         raise RunFailed("no epoch completed")
     final = final_of(history, monitor, mode == "max")
     from nnrun.engine.metrics import final_metrics  # per-class recall / balanced acc, or pair accuracy
-    final.update(final_metrics(model, p.data, cfg, val_ds))
+
+    for technique in p.techniques:  # the weights the checkpoints hold (e.g. the EMA)
+        technique.use_eval_weights(model)
+    try:
+        final.update(final_metrics(model, p.data, cfg, val_ds))
+    finally:
+        for technique in p.techniques:
+            technique.use_train_weights(model)
     return final

@@ -29,7 +29,8 @@ def evaluate(run_dir: str | Path, split: str = "val", checkpoint: str = "best") 
     scores = {k: float(v) for k, v in scores.items()}
     if data.task == "pairs":
         scores.update(_pair_scores(run, model, data, split, batch_size))
-    run.append_metrics({"split": split, "checkpoint": checkpoint, "examples": len(part), **scores})
+    weights = {"weights": "ema"} if "ema" in cfg.train.techniques else {}  # what the checkpoint holds
+    run.append_metrics({"split": split, "checkpoint": checkpoint, "examples": len(part), **weights, **scores})
     return scores
 
 

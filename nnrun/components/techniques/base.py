@@ -18,6 +18,7 @@ class TechniqueContext:
     label_mode: str
     techniques: dict = field(default_factory=dict)  # name -> Technique, for techniques that cooperate
     run_dir: Any = None
+    gradient_accumulation_steps: int = 1  # batches per optimizer step (train.gradient_accumulation_steps)
 
 
 class Technique:
@@ -62,6 +63,12 @@ class Technique:
         """Set up the model for a fit segment starting at `first_epoch`; True if the trainable
         set changed (the engine then rebuilds the train function)."""
         return False
+
+    def use_eval_weights(self, model) -> None:
+        """Put the weights that validation and checkpoints use in place (e.g. the EMA)."""
+
+    def use_train_weights(self, model) -> None:
+        """Put the training weights back (before the backup and the next batch)."""
 
     def configure_optimizer(self, optimizer, model):
         """Adjust the optimizer the model is compiled with (e.g. per-layer learning rates)."""
