@@ -259,6 +259,51 @@ def predict(
     print(summary["path"], flush=True)
 
 
+# -- lr-find / ablate -----------------------------------------------------------------------
+
+@app.command("lr-find", cls=Command)
+@handled
+def lr_find(
+    config: Path = typer.Argument(..., metavar="CONFIG", help="YAML config file, - for stdin."),
+    set_: list[str] = typer.Option([], "--set", "-s", help=SET_HELP),
+    start: float = typer.Option(1e-7, "--start", help="First learning rate of the sweep."),
+    end: float = typer.Option(10.0, "--end", help="Last learning rate of the sweep."),
+    steps: int = typer.Option(100, "--steps", min=10, help="Batches in the sweep (it stops early when the loss diverges)."),
+    plugin: list[str] = typer.Option([], "--plugin", help=PLUGIN_HELP),
+):
+    """Learning-rate range test on CONFIG's data and model; the last line printed is its directory."""
+    from nnrun.config import load_config
+    from nnrun.engine.lr_find import lr_find as run_lr_find
+
+    _load_plugins(plugin)
+    cfg = load_config(config, set_)
+    result = run_lr_find(cfg, start=start, end=end, steps=steps)
+    print(f"suggested learning rate {result['suggested_lr']:.3g}: {result['rule']} "
+          f"(minimum loss at {result['min_loss_lr']:.3g}, / 10: {result['min_loss_lr_div_10']:.3g}; "
+          f"{result['steps_run']} steps)", flush=True)
+    print(result["directory"], flush=True)
+
+
+@app.command(cls=Command)
+@handled
+def ablate(
+    config: Path = typer.Argument(..., metavar="CONFIG", help="YAML config file with train.techniques."),
+    seeds: int = typer.Option(3, "--seeds", "-n", min=2, help="Seeds per variant (the same seeds for every variant)."),
+    set_: list[str] = typer.Option([], "--set", "-s", help=SET_HELP),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Warm workers run in parallel."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Sweep directory (default RUNS_ROOT/sweeps/NAME-ablation)."),
+    plugin: list[str] = typer.Option([], "--plugin", help=PLUGIN_HELP),
+):
+    """Train CONFIG and CONFIG without each of its techniques over paired seeds; the last line printed is the sweep directory."""
+    from nnrun.search.ablation import ablate as run_ablate
+
+    _load_plugins(plugin)
+    directory = run_ablate(config, set_, seeds, jobs=jobs, out=out, console=stdout,
+                           say=lambda line: stderr.print(for_console(line), highlight=False, soft_wrap=True))
+    print(directory, flush=True)
+    _exit_quickly()
+
+
 # -- sweep / compare / export / report ---------------------------------------------------
 
 @app.command(cls=Command)
@@ -292,9 +337,14 @@ def sweep(
         from nnrun.sweep.command import sweep_command
 
         sweep_command(expand(parsed), **options)
+    _exit_quickly()
+
+
+def _exit_quickly() -> None:
+    """After a sweep, search or ablation: every result is written and closed (atomic files, the
+    study's database disposed), so skip the interpreter's teardown of matplotlib, Optuna and
+    SQLAlchemy (0.3-0.5 s). Only in a process of its own (not typer's CliRunner in a test)."""
     if _state["console_entry"]:
-        # Every result is written and closed (atomic files, the study's database disposed):
-        # skip the interpreter's teardown of matplotlib, Optuna and SQLAlchemy (0.3-0.5 s).
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)

@@ -100,8 +100,9 @@ def sorted_rows(info: dict) -> list[dict]:
     return groups
 
 
-def write(directory: Path, info: dict, swept: list[str]) -> None:
-    """sweep.jsonl, sweep.csv, search.json, history.png, importances.png, report.html."""
+def write(directory: Path, info: dict, swept: list[str], sections: list[str] = ()) -> None:
+    """sweep.jsonl, sweep.csv, search.json, history.png, importances.png, report.html (with
+    `sections` of HTML after the summary, e.g. an ablation's)."""
     directory.mkdir(parents=True, exist_ok=True)
     rows = info["rows"]
     atomic_write(directory / "sweep.jsonl", "".join(json.dumps({k: v for k, v in r.items() if k != "curve"},
@@ -116,7 +117,7 @@ def write(directory: Path, info: dict, swept: list[str]) -> None:
     summary = {k: v for k, v in info.items() if k not in ("rows", "sort_metric")}
     atomic_write(directory / "search.json", json.dumps(summary, indent=2, default=str) + "\n")
     figures = plot_history(directory, info), plot_importances(directory, info)
-    atomic_write(directory / REPORT, render(info, [f for f in figures if f is not None]))
+    atomic_write(directory / REPORT, render(info, [f for f in figures if f is not None], sections))
 
 
 def _plt():
@@ -244,7 +245,7 @@ def table(info: dict, swept: list[str]):
     return t
 
 
-def render(info: dict, figures: list[Path]) -> str:
+def render(info: dict, figures: list[Path], sections: list[str] = ()) -> str:
     from nnrun.results.report import _CSS, _figure, _table
 
     title = f"search {info['study']}"
@@ -261,6 +262,7 @@ def render(info: dict, figures: list[Path]) -> str:
                                                       for k, v in best["params"].items()],
                 *[[k, v] for k, v in (best["final_metrics"] or {}).items()]]
         parts.append("<h2>Best trial</h2>" + _table(["", "value"], rows))
+    parts.extend(sections)
     if info.get("importances"):
         parts.append("<h2>Parameter importances</h2>" + _table(["parameter", "importance"],
                                                                 [[k, v] for k, v in info["importances"].items()]))
