@@ -163,6 +163,14 @@ class RunDir:
             raise UsageError(f"run is in use: another nnrun process is training or resuming it: {self.path}") from None
         self._lock_fd = fd
 
+    def check_unlocked(self) -> None:
+        """UsageError now if another process holds the lock (an early answer for --resume, before
+        the model is built; train() takes the lock itself before it changes anything)."""
+        held = self._lock_fd is not None
+        self.lock()
+        if not held:
+            self.unlock()
+
     def unlock(self) -> None:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing the descriptor releases the flock

@@ -206,7 +206,7 @@ def test_text_from_data_prints_as_written():
 @pytest.mark.slow
 def test_evaluate_title_keeps_its_brackets(trained_run):
     res = run_cli("evaluate", str(trained_run))
-    assert res.returncode == 0 and f"{trained_run} [val, best]" in res.stdout, res.stdout
+    assert res.returncode == 0 and "[val, best]" in res.stdout, res.stdout  # the title may wrap
 
 
 def test_a_schemeless_storage_url_is_never_echoed_with_its_password(tmp_path):

@@ -57,7 +57,7 @@ def prepare_resume(run_dir: str | Path, config: Path | None, overrides: list[str
     """The run, the config to continue with, and the changed keys (written by `record_changes`
     only once the new config has been prepared successfully). `say` gets notes for the user."""
     run = RunDir.open(run_dir)
-    run.lock()  # held until training ends: a second --resume of this run is refused here
+    run.check_unlocked()  # training takes the lock before it changes anything; refuse early if held
     record = run.read()
     original = run.read_config()
     cfg = original

@@ -74,7 +74,7 @@ def train(cfg: RunConfig, argv: list[str], out: Output, resume: RunDir | None = 
         from nnrun.engine.resume import record_changes
 
         run = resume
-        run.lock()  # prepare_resume took it already; a caller that did not, takes it here
+        run.lock()  # before anything changes: a second --resume of this run stops here, exit 2
         record_changes(run, cfg, changes or [])
         if "train.epochs" in (changes or []):
             run.update(stopped_early_at=None)  # asked to train longer
