@@ -92,13 +92,14 @@ def test_init_from_that_loads_nothing_is_a_config_error_before_any_run_directory
         assert not (tmp_path / "runs").exists()
 
 
-def test_finetune_freezes_the_backbone_and_its_batchnorm_then_trains_everything(pretrained, tmp_path):
+@pytest.mark.parametrize("batchnorm", ["frozen", "train"])
+def test_finetune_freezes_the_backbone_and_its_batchnorm_then_trains_everything(pretrained, tmp_path, batchnorm):
     from nnrun.components.techniques.finetune import build as build_finetune, FinetuneParams
     from nnrun.engine import pipeline
 
     cfg, data, model = built(finetune_config(tmp_path, pretrained))
     ctx = build.technique_context(cfg, data)
-    technique = build_finetune(FinetuneParams(freeze_epochs=1, backbone_lr_scale=0.5), ctx)
+    technique = build_finetune(FinetuneParams(freeze_epochs=1, backbone_lr_scale=0.5, batchnorm=batchnorm), ctx)
     build.compile_model(model, cfg, data, techniques=[technique])
     ds = pipeline.train_dataset(data.split("train"), batch_size=16, seed=0, num_classes=2, label_mode="onehot",
                                 first_epoch=0, last_epoch=1)
@@ -111,20 +112,27 @@ def test_finetune_freezes_the_backbone_and_its_batchnorm_then_trains_everything(
             continue
         same = all(np.array_equal(a, b) for a, b in zip(before[layer.name], layer.get_weights()))
         assert same == (layer.name != "logits"), layer.name  # incl. BatchNorm moving statistics
-    assert technique.before_segment(model, 1) and all(layer.trainable for layer in model.layers)
+    assert technique.before_segment(model, 1)
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and all(layer.trainable == (batchnorm == "train") for layer in norms)
+    assert all(layer.trainable for layer in model.layers if layer not in norms)
+    stats = {layer.name: [np.array(w) for w in layer.get_weights()] for layer in norms}
     model.train_function = None
     model.fit(ds, epochs=1, steps_per_epoch=4, verbose=0, shuffle=False)
     assert not np.array_equal(before["stem_conv"][0], model.get_layer("stem_conv").get_weights()[0])
+    for layer in norms:  # frozen: gamma, beta and the moving statistics stay the pretrained ones
+        same = all(np.array_equal(a, b) for a, b in zip(stats[layer.name], layer.get_weights()))
+        assert same == (batchnorm == "frozen"), layer.name
 
 
 def test_backbone_learning_rate_and_weight_decay_are_scaled_per_variable():
-    from nnrun.components.techniques.finetune import scale_backbone_lr
+    from nnrun.components.techniques.finetune import scale_lr
 
     inputs = keras.Input((3,))
     model = keras.Model(inputs, keras.layers.Dense(2, name="logits")(keras.layers.Dense(4, name="body")(inputs)))
     optimizer = keras.optimizers.SGD(learning_rate=0.1, weight_decay=0.01)
     optimizer.build(model.trainable_variables)
-    scale_backbone_lr(optimizer, model.get_layer("body").trainable_weights, 0.25)
+    scale_lr(optimizer, model.get_layer("body").trainable_weights, 0.25)
     start = [v.numpy() for v in model.trainable_variables]
     grads = [np.ones_like(v) for v in start]
     optimizer.apply(grads, model.trainable_variables)

@@ -1,18 +1,29 @@
-"""`finetune`: train only the classifier head first, then everything with a smaller backbone lr.
+"""`finetune`: train the classifier head alone first, then everything with a smaller backbone lr.
 
-The Keras transfer-learning recipe: during the first `freeze_epochs` every backbone layer has
-`trainable = False`, which in Keras 3 also runs BatchNormalization in inference mode (its
-moving statistics stay those of the pretrained model); the head (the `head_dropout` and
-`logits` layers of models/heads.py) trains alone. Then all layers train, the backbone with
-`backbone_lr_scale` times the head's learning rate (one schedule, applied per variable).
+The Keras transfer-learning recipe, with the two defaults that make it help on small data:
+- During the first `freeze_epochs` every backbone layer has `trainable = False` (in Keras 3 that
+  also runs BatchNormalization in inference mode) and the head (the `head_dropout` and `logits`
+  layers of models/heads.py) trains alone, at `head_lr_scale` times the learning rate: a new
+  head trained at the rate meant for a whole network barely moves in a few steps (measured:
+  12 steps took the loss from 1.99 to 1.93 at 1e-3, train accuracy 0.02).
+- Then all layers train, the backbone at `backbone_lr_scale` times the rate (one schedule,
+  applied per variable). With `batchnorm: frozen` (the default) every BatchNormalization layer
+  stays in inference mode, with its pretrained statistics, scale and offset, for the whole
+  fine-tune, as the Keras guide advises: switching to the statistics of batches of 16 new
+  images is what made the loss rise after unfreezing and the run end near chance.
+The defaults were chosen by scripts/bench_transfer.py (several transfer tasks, learning rates
+and seeds; docs/guides/fine-tuning.md has the table).
 
 Exact resume: the optimizer is built once for every variable (frozen ones included) before the
-first phase, so its state has the same shape in both phases and the backup restores it. The
-engine splits `fit` at the phase boundary and rebuilds the train function there, because a
-compiled train step keeps the trainable set it was traced with.
+first phase, so its state has the same shape in both phases and the backup restores it; the
+head's rate follows the optimizer's own step count. The engine splits `fit` at the phase
+boundary and rebuilds the train function there, because a compiled train step keeps the
+trainable set it was traced with.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import Field
 
@@ -24,8 +35,15 @@ from nnrun.registry import Params, register
 
 class FinetuneParams(Params):
     freeze_epochs: int = Field(1, ge=0, description="epochs that train only the head (backbone frozen, BatchNorm in inference mode)")
+    head_lr_scale: float = Field(
+        10.0, gt=0, le=1000, description="while the backbone is frozen, the head trains at this x the learning rate"
+    )
     backbone_lr_scale: float = Field(
         0.1, gt=0, le=1, description="after unfreezing: backbone learning rate = this x the head's (and its weight decay alike)"
+    )
+    batchnorm: Literal["frozen", "train"] = Field(
+        "frozen", description="frozen: BatchNorm layers keep inference mode and their pretrained statistics, scale "
+        "and offset through the whole fine-tune (the Keras guide); train: after unfreezing they train on batch statistics"
     )
 
 
@@ -38,6 +56,17 @@ def backbone_layers(model) -> list:
     return [layer for layer in model.layers if layer.weights and not head_layer(layer)]
 
 
+def batchnorm_layers(layers) -> list:
+    """Every BatchNormalization layer in `layers`, nested sub-models included."""
+    import keras
+
+    found = []
+    for layer in layers:
+        found += [sub for sub in layer._flatten_layers(include_self=True, recursive=True)
+                  if isinstance(sub, keras.layers.BatchNormalization)]
+    return found
+
+
 class Finetune(Technique):
     name = "finetune"
 
@@ -46,6 +75,8 @@ class Finetune(Technique):
             raise ConfigError(f"freeze_epochs {p.freeze_epochs} leaves no epoch to train the backbone "
                               f"(train.epochs is {ctx.epochs})", "train.techniques.finetune.freeze_epochs")
         self.p = p
+        # Optimizer steps of the frozen phase: the head's rate is raised while `iterations` is below.
+        self.frozen_steps = p.freeze_epochs * ctx.steps_per_epoch // max(1, ctx.gradient_accumulation_steps)
         self._trainable = None  # backbone layers the built model could train (set on first use)
 
     def phase_boundaries(self) -> list[int]:
@@ -56,7 +87,8 @@ class Finetune(Technique):
 
     def before_segment(self, model, first_epoch: int) -> bool:
         """Freeze or unfreeze the backbone for a fit segment starting at `first_epoch`. Layers the
-        model itself keeps frozen (e.g. keras_app's fixed preprocess_input) stay frozen."""
+        model itself keeps frozen (e.g. keras_app's fixed preprocess_input) stay frozen, and with
+        batchnorm: frozen so do the BatchNormalization layers."""
         if self._trainable is None:  # the model as built: all it may train
             self._trainable = [layer for layer in backbone_layers(model) if layer.trainable]
         layers = self._trainable
@@ -67,16 +99,19 @@ class Finetune(Technique):
         if optimizer is not None and not optimizer.built:  # for every variable, before any is frozen
             optimizer.build(model.trainable_variables)
         trainable = not self.frozen(first_epoch)
-        changed = any(layer.trainable != trainable for layer in layers)
+        frozen_norms = batchnorm_layers(layers) if trainable and self.p.batchnorm == "frozen" else []
+        before = [(layer, layer.trainable) for layer in layers + frozen_norms]
         for layer in layers:
-            layer.trainable = trainable
-        return changed
+            layer.trainable = trainable  # Keras sets every sub-layer alike
+        for norm in frozen_norms:
+            norm.trainable = False  # inference mode, and gamma/beta stay pretrained
+        return any(layer.trainable != was for layer, was in before)
 
     def configure_optimizer(self, optimizer, model):
-        if self.p.backbone_lr_scale != 1.0:
-            layers = self._trainable or [layer for layer in backbone_layers(model) if layer.trainable]
-            scale_backbone_lr(optimizer, [v for layer in layers for v in layer.trainable_weights],
-                              self.p.backbone_lr_scale)
+        layers = self._trainable or [layer for layer in backbone_layers(model) if layer.trainable]
+        backbone = [v for layer in layers for v in layer.trainable_weights]
+        head = [v for layer in model.layers if head_layer(layer) for v in layer.trainable_weights]
+        scale_lr(optimizer, backbone, self.p.backbone_lr_scale, head, self.p.head_lr_scale, self.frozen_steps)
         return optimizer
 
     def epoch_state(self, epoch: int) -> dict:
@@ -86,21 +121,35 @@ class Finetune(Technique):
         return {**self.p.model_dump(), "head_layers": list(HEAD_LAYERS)}
 
 
-def scale_backbone_lr(optimizer, variables, scale: float) -> None:
-    """Per-variable learning rate (Keras optimizers have one): `variables` update with `scale` x
-    the optimizer's rate at every step; their decoupled weight decay is scaled the same way, as
-    PyTorch parameter groups do. Done by wrapping the instance's `update_step`, which every Keras
-    optimizer calls once per variable with the step's learning rate."""
-    keys = {optimizer._var_key(v) for v in variables}
-    if getattr(optimizer, "weight_decay", None):
-        optimizer.exclude_from_weight_decay(var_list=variables)  # applied below at the scaled rate
+def scale_lr(optimizer, backbone, backbone_scale: float, head=(), head_scale: float = 1.0,
+             head_until: int = 0) -> None:
+    """Per-variable learning rates (Keras optimizers have one): `backbone` variables update with
+    `backbone_scale` x the optimizer's rate at every step, `head` variables with `head_scale` x
+    it while the optimizer's step count is below `head_until`. Their decoupled weight decay is
+    scaled the same way, as PyTorch parameter groups do. Done by wrapping the instance's
+    `update_step`, which every Keras optimizer calls once per variable with the step's rate."""
+    from keras import ops
+
+    scaled_keys = {optimizer._var_key(v): backbone_scale for v in backbone if backbone_scale != 1.0}
+    head_keys = {optimizer._var_key(v) for v in head} if head_scale != 1.0 and head_until > 0 else set()
+    if not scaled_keys and not head_keys:
+        return
+    if getattr(optimizer, "weight_decay", None):  # applied below at the variable's own rate
+        optimizer.exclude_from_weight_decay(var_list=[v for v in (*backbone, *head)
+                                                      if optimizer._var_key(v) in set(scaled_keys) | head_keys])
     update_step = optimizer.update_step
 
     def scaled_update_step(gradient, variable, learning_rate):
-        if optimizer._var_key(variable) in keys:
-            learning_rate = learning_rate * scale
-            if optimizer.weight_decay:
-                variable.assign(variable - variable * learning_rate * optimizer.weight_decay)
+        key = optimizer._var_key(variable)
+        if key in scaled_keys:
+            learning_rate = learning_rate * scaled_keys[key]
+        elif key in head_keys:
+            boost = ops.where(ops.less(optimizer.iterations, head_until), head_scale, 1.0)
+            learning_rate = learning_rate * ops.cast(boost, learning_rate.dtype)
+        else:
+            return update_step(gradient, variable, learning_rate)
+        if optimizer.weight_decay:
+            variable.assign(variable - variable * ops.cast(learning_rate, variable.dtype) * optimizer.weight_decay)
         return update_step(gradient, variable, learning_rate)
 
     optimizer.update_step = scaled_update_step
@@ -108,5 +157,5 @@ def scale_backbone_lr(optimizer, variables, scale: float) -> None:
 
 @register("technique", "finetune", FinetuneParams)
 def build(p: FinetuneParams, ctx) -> Finetune:
-    """Frozen-backbone epochs (head only, BatchNorm frozen), then all layers with a scaled backbone lr."""
+    """Frozen-backbone epochs (head only, at a raised lr), then all layers with a scaled backbone lr; BatchNorm frozen."""
     return Finetune(p, ctx)
