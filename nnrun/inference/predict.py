@@ -1,7 +1,8 @@
 """`nnrun predict`: a finished run's model on new inputs (image files, folders, an .npz), to CSV.
 
 Inputs go through the run's own path: files are decoded by the data sources' decoder (the same
-Pillow path image_folder trains with, at the run's image size), then `pipeline.eval_inputs`
+Pillow path image_folder trains with, at the run's image size; for runs on float or uint16
+data, converted to that data's dtype and scale: `as_run_inputs`), then `pipeline.eval_inputs`
 (cast, the techniques' eval transforms) and the model, which rescales and normalises itself.
 Decoding runs in parallel in tf.data; the model runs as one compiled function per batch.
 A file that cannot be decoded is listed on stderr and skipped; nothing readable is exit 2.
@@ -35,12 +36,14 @@ class Rows:
 
 
 def _files(inputs: list[Path]) -> list[Path]:
-    """Files named directly, and every non-hidden file under folders (recursively, sorted)."""
+    """Files named directly, and every non-hidden file under folders (recursively, sorted,
+    symlinked folders followed: image_folder's own listing)."""
+    from nnrun.components.data.image_folder import image_files
+
     found = []
     for item in inputs:
         if item.is_dir():
-            found += sorted(f for f in item.rglob("*")
-                            if f.is_file() and not any(part.startswith(".") for part in f.relative_to(item).parts))
+            found += image_files(item)
         elif item.is_file():
             found.append(item)
         else:
@@ -119,7 +122,23 @@ def batches(rows: Rows, facts, batch_size: int, max_pixels: int | None = None):
         # decoding a small JPEG; groups keep both cores busy (Pillow releases the GIL).
         ds = (tf.data.Dataset.from_tensor_slices(rows.paths).batch(DECODE_GROUP)
               .map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch())
+        if facts.input_dtype != "uint8":
+            ds = ds.map(lambda image, error: (as_run_inputs(tf, image, facts), error))
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def as_run_inputs(tf, pixels, facts):
+    """Decoded uint8 pixels as the raw inputs of a run whose data is not uint8 (shapes' float
+    images, an .npz of floats or uint16), on that data's own scale: the model multiplies its
+    raw inputs by `rescale` (run.json's preprocess; 1 when it records none) and expects the
+    0..1 range there, so pixel v becomes v / 255 / rescale (float 0..1 for shapes; v * 257 for
+    uint16 at its default rescale of 1/65535), rounded and clipped for integer dtypes."""
+    dtype = tf.as_dtype(facts.input_dtype)
+    rescale = (facts.preprocess or {}).get("rescale") or 1.0
+    x = tf.cast(pixels, tf.float64) / (255.0 * rescale)
+    if dtype.is_integer:
+        x = tf.clip_by_value(tf.round(x), dtype.min, dtype.max)
+    return tf.cast(x, dtype)
 
 
 def probabilities_fn(model, techniques, facts, tta: str):

@@ -51,6 +51,22 @@ def _classes(root: Path) -> list[str]:
     return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
 
 
+def image_files(folder: Path) -> list[Path]:
+    """Every non-hidden file under `folder`, recursively, sorted, following symlinked folders (as
+    dataset tools often leave class folders) but never into a folder twice (a link loop).
+    Training and `nnrun predict` list folders with this one function."""
+    found, seen = [], set()
+    for top, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [Path(top) / n for n in names if not n.startswith(".") and os.path.isfile(os.path.join(top, n))]
+    return sorted(found)
+
+
 def _list(root: Path, classes: list[str]) -> tuple[list[Path], np.ndarray]:
     """Image files under root/<class>/ (recursively, sorted) and their class indices."""
     files, labels = [], []
@@ -58,7 +74,7 @@ def _list(root: Path, classes: list[str]) -> tuple[list[Path], np.ndarray]:
         folder = root / name
         if not folder.is_dir():
             continue  # a class may be missing from val/; it still keeps its label index
-        found = sorted(f for f in folder.rglob("*") if f.is_file() and not f.name.startswith("."))
+        found = image_files(folder)
         files += found
         labels += [label] * len(found)
     if not files:
