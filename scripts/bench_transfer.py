@@ -5,9 +5,11 @@ few images per class (default 10), the setting of the held-out task where the ol
 defaults scored 0.24 against 0.70 for `model.init_from` alone:
 
     digits    scikit-learn's handwritten digits (real, 8x8 upscaled to 32 px): 0-4 -> 5-9
-    textures  crops of natural photos, one photo per class (real): 5 photos -> 5 others;
+    textures  crops of natural photos, one photo per class (real): 12 photos -> 5 others;
               train crops from each photo's left part, validation crops from its right part
     shapes    nnrun's synthetic shapes: circle, square -> triangle, cross
+    digits_rev, textures_b   the same kinds of task with other classes (5-9 -> 0-4; another
+              split of the photos): held out, they were not used to choose the defaults
 
 Variants (paired: the same seeds, hence the same few-shot subsets, for every variant):
     scratch   no pretraining
@@ -23,7 +25,7 @@ rate, the paired difference new - init with its 95% interval, and a last line of
     pip install scikit-learn                 # digits and two sample photos
     python scripts/bench_transfer.py --photos DIR [--quick]
 
-DIR holds at least 8 natural photos (plus scikit-learn's two and matplotlib's one), e.g.
+DIR holds at least 14 natural photos (plus scikit-learn's two and matplotlib's one), e.g.
 scikit-image's sample images: `pip download scikit-image --no-deps` and unzip skimage/data/*.
 Every run is an ordinary nnrun training run (engine.train, in this one process), so the
 numbers are what `nnrun train` gives.
@@ -49,11 +51,11 @@ SIZE = 32
 MODEL = {"name": "resnet", "params": {"stages": [16, 32, 64], "blocks_per_stage": 1}}
 OLD = {"freeze_epochs": 1, "backbone_lr_scale": 0.1, "head_lr_scale": 1.0, "batchnorm": "train"}
 CANDIDATES = {  # changes to today's defaults, to choose them (--candidates)
-    "bn_train": {"batchnorm": "train"},
-    "bn_train_bb0.3": {"batchnorm": "train", "backbone_lr_scale": 0.3},
-    "bn_train_bb1": {"batchnorm": "train", "backbone_lr_scale": 1.0},
-    "bn_frozen_bb1": {"backbone_lr_scale": 1.0},
-    "head_x1_bn_train_bb1": {"batchnorm": "train", "backbone_lr_scale": 1.0, "head_lr_scale": 1.0},
+    "head1": {"head_lr_scale": 1.0},
+    "head3": {"head_lr_scale": 3.0},
+    "head1_bb0.3": {"head_lr_scale": 1.0, "backbone_lr_scale": 0.3},
+    "head3_bb0.3": {"head_lr_scale": 3.0, "backbone_lr_scale": 0.3},
+    "head3_bb0.5": {"head_lr_scale": 3.0, "backbone_lr_scale": 0.5},
 }
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -67,13 +69,14 @@ def _resize(images: np.ndarray, size: int) -> np.ndarray:
     return np.stack(out)
 
 
-def digits_task() -> tuple[dict, dict]:
+def digits_task(reverse: bool = False) -> tuple[dict, dict]:
     from sklearn.datasets import load_digits
 
     d = load_digits()
     x = _resize(np.clip(d.images * 16, 0, 255).astype(np.uint8), SIZE)[..., None].repeat(3, axis=-1)
     y = d.target
-    return {"x": x[y < 5], "y": y[y < 5]}, {"x": x[y >= 5], "y": y[y >= 5] - 5}
+    low, high = {"x": x[y < 5], "y": y[y < 5]}, {"x": x[y >= 5], "y": y[y >= 5] - 5}
+    return (high, low) if reverse else (low, high)
 
 
 def _photos(directory: Path | None) -> list[np.ndarray]:
@@ -114,13 +117,13 @@ def _crops(photo: np.ndarray, n: int, rng, part: str) -> np.ndarray:
     return _resize(np.stack([_resize(c[None], 64)[0] for c in out]), SIZE)
 
 
-def textures_task(directory: Path | None) -> tuple[dict, dict]:
+def textures_task(directory: Path | None, split_seed: int = 0) -> tuple[dict, dict]:
     photos = _photos(directory)
-    if len(photos) < 10:
-        raise SystemExit(f"textures: found {len(photos)} photos, need 10: pass --photos DIR (see the docstring)")
-    rng = np.random.default_rng(0)
+    if len(photos) < 17:
+        raise SystemExit(f"textures: found {len(photos)} photos, need 17: pass --photos DIR (see the docstring)")
+    rng = np.random.default_rng(split_seed)
     order = rng.permutation(len(photos))
-    pre_ids, fine_ids = order[:5], order[5:10]
+    pre_ids, fine_ids = order[:12], order[12:17]  # pretraining on varied photos learns features that transfer
 
     def build(ids, n_left, n_right):
         xs, ys, parts = [], [], []
@@ -132,7 +135,7 @@ def textures_task(directory: Path | None) -> tuple[dict, dict]:
                     parts.append(np.full(n, part == "right"))
         return {"x": np.concatenate(xs), "y": np.concatenate(ys), "right": np.concatenate(parts)}
 
-    return build(pre_ids, 400, 0), build(fine_ids, 120, 60)
+    return build(pre_ids, 250, 0), build(fine_ids, 120, 60)
 
 
 def shapes_task() -> tuple[dict, dict]:
@@ -219,6 +222,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15, help="fine-tune epochs")
     parser.add_argument("--photos", type=Path, default=None, help="folder of natural photos for textures")
     parser.add_argument("--candidates", action="store_true", help="also other finetune settings (to choose defaults)")
+    parser.add_argument("--variants", default=None,
+                        help="run only these variants (comma-separated names), e.g. to add candidates to an earlier "
+                        "table: every run is deterministic, so the others would come out the same")
     parser.add_argument("--quick", action="store_true", help="one task, one lr, 2 seeds, 6 epochs: a smoke test")
     parser.add_argument("--out", type=Path, default=None, help="keep the runs here (default: a temp folder)")
     args = parser.parse_args()
@@ -234,10 +240,17 @@ def main() -> None:
     variants = {"scratch": None, "init": None, "old": OLD, "new": new}
     if args.candidates:
         variants.update({k: {**new, **v} for k, v in CANDIDATES.items()})
+    if args.variants:
+        unknown = sorted(set(args.variants.split(",")) - set(variants))
+        if unknown:
+            raise SystemExit(f"unknown variants {unknown}; known: {', '.join(variants)} (--candidates adds some)")
+        variants = {k: v for k, v in variants.items() if k in args.variants.split(",")}
     lrs = [float(v) for v in args.lrs.split(",")]
     work = args.out or Path(tempfile.mkdtemp(prefix="bench-transfer-"))
     work.mkdir(parents=True, exist_ok=True)
-    makers = {"digits": digits_task, "textures": lambda: textures_task(args.photos), "shapes": shapes_task}
+    makers = {"digits": digits_task, "textures": lambda: textures_task(args.photos), "shapes": shapes_task,
+              # held out: not used to choose the defaults
+              "digits_rev": lambda: digits_task(reverse=True), "textures_b": lambda: textures_task(args.photos, 1)}
     results: dict = {}
     start = time.perf_counter()
     for task_name in args.tasks.split(","):
@@ -272,22 +285,28 @@ def report(results: dict, variants: dict, seconds: float, args) -> None:
     names = list(variants)
     print(f"\nval_accuracy, mean ± sd over {args.seeds} seeds ({args.shots} images per class, "
           f"{args.epochs} epochs); new - init: paired mean [95% interval]")
-    print(f"{'task':<10}{'lr':>7}" + "".join(f"{n:>16}" for n in names) + f"{'new - init':>22}")
+    width = max(16, *(len(n) + 2 for n in names))
+    print(f"{'task':<12}{'lr':>7}" + "".join(f"{n:>{width}}" for n in names) + f"{'new - init':>22}")
     verdict = {"never_below_init": True, "beats_scratch": True}
     summary = {}
     for task, by_lr in results.items():
         for lr, scores in by_lr.items():
-            cells = "".join(f"{statistics.fmean(scores[n]):>9.3f} ± {statistics.pstdev(scores[n]):.3f}"
+            cells = "".join(f"{statistics.fmean(scores[n]):>{width - 8}.3f} ± {statistics.pstdev(scores[n]):.3f}"
                             for n in names)
+            summary[f"{task}@{lr}"] = {n: round(statistics.fmean(scores[n]), 4) for n in names}
+            if not {"new", "init", "scratch"} <= set(names):
+                print(f"{task:<12}{lr:>7}{cells}")
+                continue
             diff, half = ci95([a - b for a, b in zip(scores["new"], scores["init"])])
-            print(f"{task:<10}{lr:>7}{cells}{diff:>+10.3f} [{diff - half:+.3f}, {diff + half:+.3f}]")
+            print(f"{task:<12}{lr:>7}{cells}{diff:>+10.3f} [{diff - half:+.3f}, {diff + half:+.3f}]")
             noise = max(statistics.pstdev(scores["new"]), statistics.pstdev(scores["init"]), 0.01)
             below = statistics.fmean(scores["new"]) < statistics.fmean(scores["init"]) - noise
-            summary[f"{task}@{lr}"] = {n: round(statistics.fmean(scores[n]), 4) for n in names}
             summary[f"{task}@{lr}"]["new_minus_init"] = [round(diff, 4), round(half, 4)]
             verdict["never_below_init"] &= not below
             verdict["beats_scratch"] &= statistics.fmean(scores["new"]) > statistics.fmean(scores["scratch"])
-    print(json.dumps({"results": summary, "verdict": verdict, "seconds": round(seconds, 1),
+    if not {"new", "init", "scratch"} <= set(names):
+        verdict = None
+    print(json.dumps({"results": summary, "verdict": verdict, "scores": results, "seconds": round(seconds, 1),
                       "seeds": args.seeds, "shots": args.shots, "epochs": args.epochs}))
 
 
