@@ -17,7 +17,8 @@ from typing import Optional
 import typer
 
 from nnrun.cli.app import Command, _state, app, handled, stderr, stdout
-from nnrun.cli.tables import component_tables, metrics_table, runs_table
+from nnrun.cli.tables import component_tables, confusion_tables, metrics_table, runs_table
+from nnrun.rundir import read_json
 from nnrun.safe_text import for_console
 
 
@@ -155,6 +156,10 @@ def evaluate(
         print(json.dumps(scores))
         return
     stdout.print(metrics_table(f"{run_dir} [{split}, {checkpoint}]", scores))
+    summary = read_json(Path(run_dir) / "diagnostics" / f"{split}.json", Path(run_dir))
+    if isinstance(summary, dict):
+        for table in confusion_tables(summary):
+            stdout.print(table)
 
 
 @app.command(cls=Command)

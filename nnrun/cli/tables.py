@@ -23,6 +23,28 @@ def metrics_table(title: str, values: dict) -> Table:
     return table
 
 
+def confusion_tables(summary: dict) -> list[Table]:
+    """`nnrun evaluate`'s view of diagnostics/<split>.json: per-class precision / recall / F1 /
+    support, and the confusion matrix counts (rows true, columns predicted; up to 20 classes)."""
+    scores = Table(title=f"per class (calibration error {summary['calibration_error']:.4f}, 15 bins)")
+    for col in ("class", "precision", "recall", "f1", "support"):
+        scores.add_column(col, justify="left" if col == "class" else "right")
+    for name, row in summary["per_class"].items():
+        scores.add_row(for_console(name), *(f"{row[k]:.4f}" for k in ("precision", "recall", "f1")),
+                       str(row["support"]))
+    tables = [scores]
+    names = summary["class_names"]
+    if len(names) <= 20:
+        matrix = Table(title="confusion matrix (rows: true, columns: predicted)")
+        matrix.add_column("true")
+        for name in names:
+            matrix.add_column(for_console(name), justify="right")
+        for name, counts in zip(names, summary["confusion_matrix"]):
+            matrix.add_row(for_console(name), *(str(c) for c in counts))
+        tables.append(matrix)
+    return tables
+
+
 def component_tables(rows: list[dict]) -> list[Table]:
     """One table per component (registry.describe rows): parameter, type, default, description."""
     tables = []

@@ -1,5 +1,5 @@
 """Which way a metric improves, and the metrics computed once after training on whole splits
-(merged into run.json's final_metrics).
+(merged into run.json's final_metrics; the confusion matrix and calibration: diagnostics.py).
 
 Streaming Keras metrics cannot give these: balanced accuracy needs every class's recall, and
 the pair threshold is chosen on the training pairs before it is applied to validation. They
@@ -74,9 +74,10 @@ def pair_distances(model, split, batch_size: int) -> np.ndarray:
     return np.linalg.norm(embeddings[:, 0] - embeddings[:, 1], axis=-1)
 
 
-def final_metrics(model, data, cfg, val_dataset=None) -> dict:
-    """Classification: per-class recall and balanced accuracy on val (through `val_dataset`, the
-    validation pipeline with the techniques' eval transforms, when given). Pairs:
+def final_metrics(model, data, cfg, val_dataset=None, run_path=None) -> dict:
+    """Classification: per-class recall, balanced accuracy, macro F1 and the calibration error on
+    val (through `val_dataset`, the validation pipeline with the techniques' eval transforms,
+    when given), and, given `run_path`, the diagnostics files of val (diagnostics.py). Pairs:
     val_pair_accuracy at the distance threshold chosen on the training pairs."""
     import numpy as np
 
@@ -92,10 +93,31 @@ def final_metrics(model, data, cfg, val_dataset=None) -> dict:
 
         val_dataset = pipeline.eval_dataset(val, batch_size=batch_size, num_classes=data.num_classes,
                                             label_mode="sparse")
-    logits = model.predict(val_dataset, verbose=0)
-    predicted = np.argmax(logits, axis=-1)
+    probs = probabilities(model.predict(val_dataset, verbose=0))
+    predicted = np.argmax(probs, axis=-1)
     names = data.class_names or [str(c) for c in range(data.num_classes)]
     recall = per_class_recall(val.y, predicted, data.num_classes)
     out = {f"val_recall_{names[c]}": r for c, r in recall.items()}
     out["val_balanced_accuracy"] = balanced_accuracy(val.y, predicted, data.num_classes)
+    out.update(diagnose_split(probs, val, names, "val", run_path))
     return out
+
+
+def probabilities(logits) -> np.ndarray:
+    """Softmax of the model's logits, in float64 (outputs may be float16 under mixed precision)."""
+    import numpy as np
+
+    z = np.asarray(logits, np.float64)
+    z = np.exp(z - z.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+def diagnose_split(probs: np.ndarray, split, class_names: list[str], name: str, run_path=None) -> dict:
+    """The split's macro F1 and calibration error; with `run_path`, its diagnostics files too."""
+    from nnrun.engine import diagnostics
+
+    summary = diagnostics.diagnose(probs, split.y, class_names)
+    if run_path is not None:
+        indices = [row["index"] for row in summary["confidently_wrong"]]
+        diagnostics.write(run_path, name, summary, diagnostics.split_images(split, indices))
+    return diagnostics.headline(summary, name)

@@ -1,4 +1,6 @@
-"""`nnrun evaluate`: reload a run's checkpoint and config, score a split, log the result."""
+"""`nnrun evaluate`: reload a run's checkpoint and config, score a split, log the result, and
+write where the model fails on it (RUN_DIR/diagnostics/<split>.*: confusion matrix, per-class
+precision / recall / F1, calibration)."""
 
 from __future__ import annotations
 
@@ -29,6 +31,12 @@ def evaluate(run_dir: str | Path, split: str = "val", checkpoint: str = "best") 
     scores = {k: float(v) for k, v in scores.items()}
     if data.task == "pairs":
         scores.update(_pair_scores(run, model, data, split, batch_size))
+    else:  # macro F1, calibration error; the confusion matrix and figures in diagnostics/<split>.*
+        from nnrun.engine.metrics import diagnose_split, probabilities
+
+        probs = probabilities(model.predict(ds, verbose=0))
+        names = data.class_names or [str(c) for c in range(data.num_classes)]
+        scores.update(diagnose_split(probs, part, names, split, run.path))
     weights = {"weights": "ema"} if "ema" in cfg.train.techniques else {}  # what the checkpoint holds
     run.append_metrics({"split": split, "checkpoint": checkpoint, "examples": len(part), **weights, **scores})
     return scores

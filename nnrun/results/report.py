@@ -70,6 +70,31 @@ def _epoch_tables(rows: list[dict]) -> str:
     return "".join(html)
 
 
+def _diagnostics(run: RunDir, skipped: list[str]) -> str:
+    """Where the model fails, per split that training or `nnrun evaluate` diagnosed
+    (diagnostics/<split>.json and its figures): per-class scores, calibration, confusion matrix,
+    reliability diagram, the most confidently wrong images."""
+    html = []
+    for path in sorted((run.path / "diagnostics").glob("*.json")):
+        summary = read_json(path, run.path)
+        if not isinstance(summary, dict) or not isinstance(summary.get("per_class"), dict):
+            continue
+        split = path.stem
+        html.append(f"<h3>{escape(split)}: {fmt(summary.get('examples'))} examples, accuracy "
+                    f"{fmt(summary.get('accuracy'))}, expected calibration error {fmt(summary.get('calibration_error'))}"
+                    " (15 bins)</h3>")
+        rows = [[name, c.get("precision"), c.get("recall"), c.get("f1"), c.get("support")]
+                for name, c in summary["per_class"].items() if isinstance(c, dict)]
+        html.append(_table(["class", "precision", "recall", "F1", "support"], rows))
+        for suffix, caption in (("confusion", "confusion matrix (colour: fraction of the true class)"),
+                                ("reliability", "reliability diagram"), ("wrong", "most confidently wrong")):
+            figure = path.with_name(f"{split}_{suffix}.png")
+            png = _inside(run, figure, skipped) if figure.exists() or figure.is_symlink() else None
+            if png:
+                html.append(_figure(png, f"{split}: {caption}"))
+    return "<h2>Where the model fails</h2>" + "".join(html) if html else ""
+
+
 def render(run_dir: str | Path) -> str:
     """The report of a run directory as one HTML string."""
     run = RunDir.open(run_dir)
@@ -93,6 +118,7 @@ def render(run_dir: str | Path) -> str:
     if final:
         parts.append("<h2>Final metrics</h2>" + _table(["metric", "value"], [[k, v] for k, v in final.items()]))
     skipped: list[str] = []
+    parts.append(_diagnostics(run, skipped))
     plots = [(p, _inside(run, p, skipped)) for p in sorted(run.plots.glob("*.png"))] if run.plots.is_dir() else []
     if any(png for _, png in plots):
         parts.append("<h2>Learning curves</h2>" + "".join(_figure(png, p.stem.replace("_", " "))
