@@ -75,6 +75,16 @@ def test_a_run_writes_its_diagnostics_the_report_shows_them_and_evaluate_agrees(
     assert res.returncode == 0, res.stderr
     assert "confusion matrix (rows: true, columns: predicted)" in res.stdout and "calibration error" in res.stdout
 
+    import shutil
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.rmtree(run / "diagnostics")
+    (run / "diagnostics").symlink_to(outside, target_is_directory=True)  # a run directory from elsewhere
+    res = run_cli("evaluate", str(run), "--split", "val")
+    assert res.returncode == 2 and "symbolic link" in res.stderr, res.stderr
+    assert list(outside.iterdir()) == []
+
 
 def test_displayable_images_keep_their_dtype_range():
     from nnrun.engine.diagnostic_plots import _displayable

@@ -1,9 +1,8 @@
-"""The figures of diagnostics.py: the confusion matrix (counts, and colours normalised per true
-class), the reliability diagram, and the grid of the most confidently wrong images."""
+"""The figures of diagnostics.py, as PNG bytes: the confusion matrix (counts, and colours
+normalised per true class), the reliability diagram, and the grid of the most confidently
+wrong images."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 
@@ -17,14 +16,18 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> None:
+def _png(fig) -> bytes:
+    import io
+
     plt = _pyplot()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
+    return buffer.getvalue()
 
 
-def confusion(summary: dict, path: Path) -> None:
+def confusion(summary: dict) -> bytes:
     """Rows: true class; colour: the row-normalised fraction; text: the count (up to 30 classes)."""
     plt = _pyplot()
     counts = np.asarray(summary["confusion_matrix"], np.float64)
@@ -45,10 +48,10 @@ def confusion(summary: dict, path: Path) -> None:
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"confusion matrix ({summary['examples']} examples, accuracy {summary['accuracy']:.3f})")
-    _save(fig, path)
+    return _png(fig)
 
 
-def reliability(summary: dict, path: Path) -> None:
+def reliability(summary: dict) -> bytes:
     """Accuracy against confidence per bin, the diagonal of perfect calibration, and the counts."""
     plt = _pyplot()
     bins = summary["bins"]
@@ -68,7 +71,7 @@ def reliability(summary: dict, path: Path) -> None:
     bottom.set_xlabel("confidence")
     bottom.set_ylabel("examples")
     bottom.set_xlim(0, 1)
-    _save(fig, path)
+    return _png(fig)
 
 
 def _displayable(images: np.ndarray) -> np.ndarray:
@@ -85,7 +88,7 @@ def _displayable(images: np.ndarray) -> np.ndarray:
     return (x - low) / span
 
 
-def wrong_grid(summary: dict, images: np.ndarray, path: Path) -> None:
+def wrong_grid(summary: dict, images: np.ndarray) -> bytes:
     """The most confidently wrong images (in summary order), titled predicted / true / probability."""
     plt = _pyplot()
     rows = summary["confidently_wrong"]
@@ -99,4 +102,4 @@ def wrong_grid(summary: dict, images: np.ndarray, path: Path) -> None:
         ax.imshow(picture[..., 0] if picture.shape[-1] == 1 else picture, cmap="gray", vmin=0, vmax=1)
         ax.set_title(f"{row['predicted']} {row['probability']:.2f}\ntrue {row['true']}", fontsize=7)
     fig.suptitle("most confidently wrong", fontsize=9)
-    _save(fig, path)
+    return _png(fig)

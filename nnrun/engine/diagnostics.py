@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import typing
-from pathlib import Path
 
 if typing.TYPE_CHECKING:
     import numpy as np
@@ -95,20 +94,21 @@ def headline(summary: dict, split: str) -> dict:
             f"{split}_calibration_error": summary["calibration_error"]}
 
 
-def write(run_path: Path, split: str, summary: dict, images: np.ndarray | None = None) -> None:
+def write(run, split: str, summary: dict, images: np.ndarray | None = None) -> None:
     """RUN_DIR/diagnostics/<split>.json, <split>_confusion.png, <split>_reliability.png and, given
-    the split's raw images (indexed like the summary), <split>_wrong.png."""
+    the split's raw images (in the order of summary["confidently_wrong"]), <split>_wrong.png.
+    `run` is the RunDir: the folder must not be a link (run.own_dir), every file is replaced
+    atomically (a link in its place is replaced, never followed)."""
+    from nnrun.engine import diagnostic_plots
     from nnrun.rundir import atomic_write
 
-    directory = Path(run_path) / DIRECTORY
+    directory = run.own_dir(DIRECTORY)
     directory.mkdir(parents=True, exist_ok=True)
     atomic_write(directory / f"{split}.json", json.dumps(summary, indent=1))
-    from nnrun.engine import diagnostic_plots
-
-    diagnostic_plots.confusion(summary, directory / f"{split}_confusion.png")
-    diagnostic_plots.reliability(summary, directory / f"{split}_reliability.png")
+    atomic_write(directory / f"{split}_confusion.png", diagnostic_plots.confusion(summary))
+    atomic_write(directory / f"{split}_reliability.png", diagnostic_plots.reliability(summary))
     if images is not None and summary["confidently_wrong"]:
-        diagnostic_plots.wrong_grid(summary, images, directory / f"{split}_wrong.png")
+        atomic_write(directory / f"{split}_wrong.png", diagnostic_plots.wrong_grid(summary, images))
 
 
 def split_images(split, indices: list[int]) -> np.ndarray | None:

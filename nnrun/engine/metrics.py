@@ -74,10 +74,10 @@ def pair_distances(model, split, batch_size: int) -> np.ndarray:
     return np.linalg.norm(embeddings[:, 0] - embeddings[:, 1], axis=-1)
 
 
-def final_metrics(model, data, cfg, val_dataset=None, run_path=None) -> dict:
+def final_metrics(model, data, cfg, val_dataset=None, run=None) -> dict:
     """Classification: per-class recall, balanced accuracy, macro F1 and the calibration error on
     val (through `val_dataset`, the validation pipeline with the techniques' eval transforms,
-    when given), and, given `run_path`, the diagnostics files of val (diagnostics.py). Pairs:
+    when given), and, given the RunDir `run`, the diagnostics files of val (diagnostics.py). Pairs:
     val_pair_accuracy at the distance threshold chosen on the training pairs."""
     import numpy as np
 
@@ -99,7 +99,7 @@ def final_metrics(model, data, cfg, val_dataset=None, run_path=None) -> dict:
     recall = per_class_recall(val.y, predicted, data.num_classes)
     out = {f"val_recall_{names[c]}": r for c, r in recall.items()}
     out["val_balanced_accuracy"] = balanced_accuracy(val.y, predicted, data.num_classes)
-    out.update(diagnose_split(probs, val, names, "val", run_path))
+    out.update(diagnose_split(probs, val, names, "val", run))
     return out
 
 
@@ -112,12 +112,12 @@ def probabilities(logits) -> np.ndarray:
     return z / z.sum(axis=-1, keepdims=True)
 
 
-def diagnose_split(probs: np.ndarray, split, class_names: list[str], name: str, run_path=None) -> dict:
-    """The split's macro F1 and calibration error; with `run_path`, its diagnostics files too."""
+def diagnose_split(probs: np.ndarray, split, class_names: list[str], name: str, run=None) -> dict:
+    """The split's macro F1 and calibration error; given the RunDir `run`, its diagnostics files too."""
     from nnrun.engine import diagnostics
 
     summary = diagnostics.diagnose(probs, split.y, class_names)
-    if run_path is not None:
+    if run is not None:
         indices = [row["index"] for row in summary["confidently_wrong"]]
-        diagnostics.write(run_path, name, summary, diagnostics.split_images(split, indices))
+        diagnostics.write(run, name, summary, diagnostics.split_images(split, indices))
     return diagnostics.headline(summary, name)

@@ -320,7 +320,7 @@ def _fit_segments(p: Prepared, run: RunDir, out: Output, guard: SignalGuard, bac
     for technique in p.techniques:  # the weights the checkpoints hold (e.g. the EMA)
         technique.use_eval_weights(model)
     try:
-        final.update(final_metrics(model, p.data, cfg, val_ds, run_path=run.path))
+        final.update(final_metrics(model, p.data, cfg, val_ds, run=run))
     finally:
         for technique in p.techniques:
             technique.use_train_weights(model)

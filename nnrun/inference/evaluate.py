@@ -36,7 +36,7 @@ def evaluate(run_dir: str | Path, split: str = "val", checkpoint: str = "best") 
 
         probs = probabilities(model.predict(ds, verbose=0))
         names = data.class_names or [str(c) for c in range(data.num_classes)]
-        scores.update(diagnose_split(probs, part, names, split, run.path))
+        scores.update(diagnose_split(probs, part, names, split, run))
     weights = {"weights": "ema"} if "ema" in cfg.train.techniques else {}  # what the checkpoint holds
     run.append_metrics({"split": split, "checkpoint": checkpoint, "examples": len(part), **weights, **scores})
     return scores
