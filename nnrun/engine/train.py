@@ -14,6 +14,7 @@ import signal
 from dataclasses import dataclass
 
 from nnrun.config import RunConfig
+from nnrun.engine import hparams
 from nnrun.engine.prepare import Prepared, batch_spec, prepare, warmup_loss_scores
 from nnrun.engine.signals import SignalGuard
 from nnrun.errors import NNRunError, Pruned, RunFailed, Terminated, first_line
@@ -68,6 +69,7 @@ def train(cfg: RunConfig, argv: list[str], out: Output, resume: RunDir | None = 
             update={"runtime": cfg.runtime.model_copy(update={"runs_root": root})}))
         run.lock()
         run.start(cfg, argv)
+        hparams.write_run(run.tensorboard, cfg, run.path.name)  # TensorBoard's HParams dashboard
         if prepared.init is not None:
             run.update(init=prepared.init)
     else:

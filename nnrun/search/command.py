@@ -84,6 +84,9 @@ def search_command(sweep: Sweep, *, jobs: int = 1, commands_only: bool = False, 
     from nnrun.search.study import Study
 
     study = Study(sweep.search, sweep.name, sweep.directory, say)  # a missing URL variable: one line here
+    from nnrun.engine.hparams import write_experiment
+
+    write_experiment(sweep.directory, sweep.swept, metric or sweep.metric)  # TensorBoard HParams
     try:
         Supervisor(sweep, study, slots, per_worker, say, program or [sys.executable, "-m", "nnrun"]).run()
         return summarise(sweep, study, metric, console, say)

@@ -167,6 +167,9 @@ class Runner:
     def run(self) -> list[Outcome]:
         self.sweep.directory.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
+        from nnrun.engine.hparams import write_experiment
+
+        write_experiment(self.sweep.directory, self.sweep.swept, self.sweep.metric)  # TensorBoard HParams
         done = completed_runs(self.sweep.directory)
         queue = deque()
         for trial in self.sweep.trials:
