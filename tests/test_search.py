@@ -788,3 +788,47 @@ def test_two_workers_share_a_postgres_study_and_survive_a_killed_worker(postgres
     for file in [*tmp_path.rglob("*")]:
         if file.is_file():
             assert secret not in file.read_bytes(), file
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_optuna_dashboard_reads_the_finished_study(warm_search):
+    """The real optuna-dashboard, on 127.0.0.1 against the study's SQLite file: its HTTP API
+    lists the study and gives back each trial's state, parameters and per-epoch values."""
+    import urllib.request
+
+    _, directory, res, _ = warm_search
+    assert res.returncode == 0, res.stderr
+    dashboard = shutil.which("optuna-dashboard", path=str(Path(sys.executable).parent))
+    assert dashboard, "optuna-dashboard is a dev dependency (pip install -e '.[dev]')"
+    port = _free_port()
+    server = subprocess.Popen([dashboard, f"sqlite:///{directory / 'study.db'}", "--host", "127.0.0.1",
+                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, studies = time.monotonic() + 60, None
+        while studies is None and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as r:
+                    studies = json.loads(r.read())["study_summaries"]
+            except OSError:
+                assert server.poll() is None, "optuna-dashboard exited"
+                time.sleep(0.5)
+        assert studies is not None, "optuna-dashboard did not answer within 60 s"
+        (study,) = [s for s in studies if s["study_name"] == "warm"]
+        assert study["directions"] == ["minimize"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{study['study_id']}?after=0",
+                                    timeout=30) as r:
+            trials = sorted(json.loads(r.read())["trials"], key=lambda t: t["number"])
+        assert [t["state"] for t in trials] == ["Complete", "Complete", "Pruned"]
+        rates = [float(p["param_external_value"]) for t in trials for p in t["params"]
+                 if p["name"] == "optimizer.learning_rate"]
+        assert rates == [1e-5, 0.01, 2e-5]
+        assert [len(t["intermediate_values"]) for t in trials] == [3, 3, 2]  # one value per epoch
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
