@@ -73,6 +73,19 @@ def test_export_fails_when_outputs_do_not_match(run):
 
 
 def test_export_rejects_an_unknown_format(run):
-    res = run_cli("export", str(run), "--format", "onnx")
+    res = run_cli("export", str(run), "--format", "tflite")
     assert res.returncode == 2
-    assert res.stderr.strip() == "error: --format must be one of keras, saved_model, got 'onnx'"
+    assert res.stderr.strip() == "error: --format must be one of keras, saved_model, onnx, litert, got 'tflite'"
+
+
+def test_a_format_without_its_runtime_names_the_extra(monkeypatch):
+    import importlib.util
+
+    from nnrun.errors import UsageError
+    from nnrun.inference import export
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    with pytest.raises(UsageError, match=r"^--format onnx needs onnxruntime: pip install 'nnrun\[onnx\]'$"):
+        export.check_runtime("onnx")
+    export.check_runtime("litert")  # installed with the dev extra

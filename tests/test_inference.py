@@ -147,6 +147,84 @@ def test_image_folder_export_takes_raw_uint8_and_carries_its_preprocessing(folde
     assert 0.4 < result["accuracy"]  # it learned something: the comparison is not between two chance levels
 
 
+def _plain_folder_run(tmp: Path, normalize: str) -> Path:
+    """The folder run without techniques (no antialiased eval resize: see the tests below)."""
+    root = make_noisy_folder(tmp / "images")
+    text = FOLDER_CONFIG.replace("  techniques:\n    progressive_resizing: {{sizes: [12, 16], epochs: [1, 1], "
+                                 "eval_size: 20}}\n", "").replace("normalize: train", f"normalize: {normalize}")
+    assert "progressive" not in text and f"normalize: {normalize}" in text
+    return train(tmp, text.format(root=root, runs=tmp / "runs"))
+
+
+@pytest.fixture(scope="module")
+def normalized_run(tmp_path_factory) -> Path:
+    return _plain_folder_run(tmp_path_factory.mktemp("normalized"), "train")
+
+
+@pytest.fixture(scope="module")
+def unnormalized_run(tmp_path_factory) -> Path:
+    return _plain_folder_run(tmp_path_factory.mktemp("unnormalized"), "none")
+
+
+@pytest.mark.parametrize("fmt, file, fixture", [("onnx", "model.onnx", "unnormalized_run"),
+                                                ("litert", "model.tflite", "normalized_run")])
+def test_onnx_and_litert_exports_take_raw_uint8_in_their_own_runtimes(request, fmt, file, fixture):
+    """The export (cast to float, rescale and normalisation inside) in onnxruntime and the
+    LiteRT interpreter: the val split's raw images give val_accuracy."""
+    run = request.getfixturevalue(fixture)
+    res = run_cli("export", str(run), "--checkpoint", "last", "--format", fmt)
+    assert res.returncode == 0, res.stderr
+    path = Path(res.stdout.strip().splitlines()[-1])
+    assert path == run / "exported" / file and path.is_file()
+    assert f"{fmt}: outputs match on 8 stored raw inputs" in res.stderr
+    x, y = raw_split(run)
+    if fmt == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        (feed,) = session.get_inputs()
+        assert feed.type == "tensor(uint8)"
+        logits = session.run(None, {feed.name: x})[0]
+    else:
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_path=str(path))
+        (feed,) = interpreter.get_input_details()
+        assert feed["dtype"] == np.uint8
+        interpreter.resize_tensor_input(feed["index"], x.shape)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(feed["index"], x)
+        interpreter.invoke()
+        logits = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    record = json.loads((run / "run.json").read_text())
+    accuracy = float(np.mean(logits.argmax(axis=1) == y))
+    assert abs(accuracy - record["final_metrics"]["val_accuracy"]) <= 0.01 and accuracy > 0.4
+    info = json.loads((run / "exported" / "export.json").read_text())
+    assert info[fmt]["checked_inputs"] == 8 and info[fmt]["max_abs_diff"] <= 1e-4
+
+
+@pytest.mark.parametrize("fmt, file", [("onnx", "model.onnx"), ("litert", "model.tflite")])
+def test_a_model_the_format_cannot_hold_is_refused_in_one_line(folder_run, fmt, file):
+    """Progressive resizing's eval_size is an antialiased resize (tf ScaleAndTranslate): the
+    LiteRT converter has no such op, and tf2onnx writes a node onnxruntime rejects."""
+    run, _ = folder_run
+    res = run_cli("export", str(run), "--checkpoint", "last", "--format", fmt)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().splitlines()[-1] == (
+        f"error: --format {fmt} cannot convert this model: TensorFlow's ScaleAndTranslate op has no equivalent "
+        "in the format (an antialiased resize, e.g. progressive resizing's eval_size); nothing was exported")
+    assert not (run / "exported" / file).exists() and not list((run / "exported").glob(".export-*"))
+
+
+def test_onnx_refuses_a_normalisation_tf2onnx_cannot_freeze(normalized_run):
+    res = run_cli("export", str(normalized_run), "--format", "onnx")
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().splitlines()[-1] == (
+        "error: --format onnx cannot convert this model: tf2onnx could not freeze the variables of input_normalize "
+        "and made them graph inputs (normalize: train or fixed does this); nothing was exported")
+    assert not (normalized_run / "exported" / "model.onnx").exists()
+
+
 def test_transformer_export_loads_without_nnrun_and_takes_token_ids(sequence_run, tmp_path):
     res = run_cli("export", str(sequence_run))
     assert res.returncode == 0, res.stderr

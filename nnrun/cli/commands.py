@@ -376,7 +376,7 @@ def compare(
 @handled
 def export(
     run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A run directory."),
-    fmt: str = typer.Option("keras", "--format", help="keras (.keras file) or saved_model (TF SavedModel)."),
+    fmt: str = typer.Option("keras", "--format", help="keras (.keras file), saved_model (TF SavedModel), onnx (model.onnx; pip install 'nnrun[onnx]') or litert (model.tflite; pip install 'nnrun[litert]')."),
     checkpoint: str = typer.Option("best", help="Checkpoint: best or last."),
     plugin: list[str] = typer.Option([], "--plugin", help=PLUGIN_HELP),
 ):
