@@ -74,9 +74,11 @@ def main() -> None:
     work = args.out or Path(tempfile.mkdtemp(prefix="bench-recipe-"))
     folder = make_folder(work / "photos", args.photos, args.per_class, 40)
     config = ROOT / "configs" / "recipe_photos.yaml"
-    sets = [f"data.params.path={folder}", f"runtime.runs_root={work / 'runs'}", *args.sets]
+    sets = [f"data.params.path={folder}", *args.sets]
     flags = [a for s in sets for a in ("--set", s)]
-    res = cli("ablate", str(config), "--seeds", str(args.seeds), "--jobs", str(args.jobs), *flags)
+    res = cli("ablate", str(config), "--seeds", str(args.seeds), "--jobs", str(args.jobs), "--out",
+              str(work / "ablation"), *flags)
+    flags += ["--set", f"runtime.runs_root={work / 'runs'}"]  # the plain runs (a sweep sets its own)
     table = json.loads((Path(res.stdout.strip().splitlines()[-1]) / "ablation.json").read_text())
     full = table[0]
     plain = []
