@@ -20,7 +20,7 @@ ENV = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}  # mkdocs-material's banner, no
 
 PAGES = [  # every guide and reference page the site must build
     "guides/your-own-data", "guides/models-and-losses", "guides/fine-tuning", "guides/techniques",
-    "guides/interpretation", "guides/sweeps-and-search", "guides/comparing-runs",
+    "guides/interpretation", "guides/sweeps-and-search", "guides/comparing-runs", "guides/tracking-and-dashboards",
     "guides/predict-and-export", "guides/scaling-out", "guides/troubleshooting",
     "guides/reproducibility",
     "reference/cli", "reference/config", "reference/run-directory", "reference/components",
