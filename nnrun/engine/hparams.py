@@ -1,8 +1,8 @@
-"""TensorBoard's HParams dashboard: every run writes its config values and the metric it
-monitors into its tensorboard/ folder; a sweep or search directory writes the experiment
-config (the swept keys and the metric). So `tensorboard --logdir RUNS_ROOT` (or a sweep
-directory) lists the runs in the HParams tab with their values and the validation metric that
-Keras' TensorBoard callback logs per epoch.
+"""TensorBoard's HParams dashboard: every run writes its config values into its tensorboard/
+folder, beside the per-epoch metrics Keras' TensorBoard callback logs there; a sweep or search
+directory writes the experiment config, which names the swept keys and the monitored metric.
+So `tensorboard --logdir` on a sweep directory lists its trials in the HParams tab with their
+values and that metric (on a plain runs root, TensorBoard infers the metrics it finds).
 
 Written with TensorBoard's own protos and event writer, not tf.summary: a sweep supervisor
 never imports TensorFlow (4-5 s), and tensorboard.plugins.hparams.summary_v2 imports it.
