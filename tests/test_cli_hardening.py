@@ -364,3 +364,15 @@ def test_set_that_changes_a_component_drops_its_params():
     same = load_config(QUICKSTART, ["model.name=resnet"])
     assert same.model.params["stages"] == [16, 32, 64]
     assert load_config(QUICKSTART, ["optimizer.schedule.name=cosine"]).optimizer.schedule.params == {"min_lr_ratio": 0.0}
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly():
+    """`nnrun schema | head -n 1`: the reader closes the pipe; nnrun stops with the SIGPIPE status
+    (141) and no "internal error" line or traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "nnrun", "schema"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # the schema (about 75 KB) is larger than a pipe's buffer
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141, err
+    assert first.startswith(b"{") and err == ""

@@ -4,6 +4,7 @@ one place where errors, Ctrl-C and SIGTERM become one stderr line and the docume
 from __future__ import annotations
 
 import functools
+import os
 import shlex
 import sys
 import typing
@@ -59,10 +60,31 @@ def handled(command):
                         if getattr(exc, "resumable", False) else "before its first backup: nothing to resume")
                 _fail("interrupted", f"{what}; {then}", code, last_line=str(run_dir))
             _fail("interrupted", what, code)
+        except BrokenPipeError as exc:
+            if not _stdout_closed():
+                _fail("internal error", internal_error_line(exc), 1)
+            # The reader of stdout went away (`nnrun schema | head`): stop quietly with the
+            # SIGPIPE status, as shell tools do; stdout goes to /dev/null so the interpreter's
+            # last flush cannot print a traceback (the recipe of Python's signal docs).
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(141)
         except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback with --debug
             _fail("internal error", internal_error_line(exc), 1)
 
     return wrapper
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout's reader is gone: on a pipe without a reader, poll() reports an error on
+    its write end (flushing is no test: the failed write already dropped its buffer)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 MAX_INTERNAL_ERROR = 300  # characters: TensorFlow's messages can hold whole tensors
