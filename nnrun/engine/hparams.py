@@ -61,13 +61,10 @@ def _write(directory: Path, suffix: str, tag: str, plugin_data) -> None:
 
 
 def write_run(tensorboard_dir: Path, cfg, trial_id: str) -> None:
-    """The run's session: its values (run_values) under its own trial id. Once per run: a
-    resumed run keeps the session it started with."""
+    """The run's session: its values (run_values) under its own trial id. Written when the run
+    is created (engine.train); a resumed run keeps the session it started with."""
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    tensorboard_dir = Path(tensorboard_dir)
-    if any(tensorboard_dir.glob(f"events.out.tfevents.*{SESSION_SUFFIX}")):
-        return
     info = plugin_data_pb2.SessionStartInfo(group_name=trial_id, start_time_secs=time.time())
     for key, value in sorted(run_values(cfg).items()):
         if isinstance(value, bool):
@@ -78,7 +75,7 @@ def write_run(tensorboard_dir: Path, cfg, trial_id: str) -> None:
             info.hparams[key].string_value = value
     from tensorboard.plugins.hparams import metadata
 
-    _write(tensorboard_dir, SESSION_SUFFIX, metadata.SESSION_START_INFO_TAG,
+    _write(Path(tensorboard_dir), SESSION_SUFFIX, metadata.SESSION_START_INFO_TAG,
            plugin_data_pb2.HParamsPluginData(session_start_info=info))
 
 
