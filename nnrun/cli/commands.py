@@ -72,8 +72,7 @@ def train(
     out = Output(console=stderr, progress=interactive and stderr.is_terminal, epoch_lines=verbose and not quiet)
     if interactive and not stderr.is_terminal:
         out.epoch_lines = True
-    run = run_training(cfg, command_line(), out, resume=run, changes=changes)
-    report_finished_run(run.path)
+    run = run_training(cfg, command_line(), out, resume=run, changes=changes, on_finished=report_finished_run)
     if interactive or verbose:
         record = run.read()
         stdout.print(metrics_table(f"{cfg.name}: {record.get('status')} in {record.get('wall_time_s')} s",

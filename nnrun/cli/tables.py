@@ -69,7 +69,8 @@ def runs_table(records: list[dict], root: Path, sort: str | None) -> Table:
 
     table = Table()
     extra = [sort] if sort and sort not in ("val_accuracy", "val_loss", "accuracy") else []
-    for col in ("run", "status", "epochs", "val_accuracy", "val_loss", "accuracy", *extra, "wall s"):
+    tracked = ["mlflow run"] if any((r.get("mlflow") or {}).get("run_id") for r in records) else []
+    for col in ("run", "status", "epochs", "val_accuracy", "val_loss", "accuracy", *extra, "wall s", *tracked):
         table.add_column(for_console(col), justify="left" if col in ("run", "status") else "right")
     for r in records:
         fm = r.get("final_metrics") or {}
@@ -80,5 +81,6 @@ def runs_table(records: list[dict], root: Path, sort: str | None) -> Table:
             fmt(fm.get("val_accuracy")), fmt(fm.get("val_loss")), fmt(fm.get("accuracy")),
             *(show(value_of(r, k)) for k in extra),
             f"{r['wall_time_s']:.1f}" if isinstance(r.get("wall_time_s"), (int, float)) else "-",
+            *([str((r.get("mlflow") or {}).get("run_id") or "-")] if tracked else []),
         )))
     return table

@@ -23,10 +23,11 @@ def config_hash(cfg: RunConfig) -> str:
 
 
 def identity(cfg: RunConfig) -> str:
-    """A trial's identity: the resolved-config hash with runs_root and threads blanked, so
-    moving a sweep directory or re-running with another --jobs still recognises finished trials."""
+    """A trial's identity: the resolved-config hash with runs_root, threads and tracking blanked,
+    so moving a sweep directory, re-running with another --jobs or under another MLflow parent
+    run still recognises finished trials."""
     runtime = cfg.runtime.model_copy(update={"runs_root": "", "threads": None})
-    return config_hash(cfg.model_copy(update={"runtime": runtime}))
+    return config_hash(cfg.model_copy(update={"runtime": runtime, "tracking": type(cfg.tracking)()}))
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:

@@ -155,6 +155,35 @@ class RuntimeConfig(Section):
     runs_root: str = Field("runs", description="directory that holds <name>/<run-id>/ run directories")
 
 
+class MlflowConfig(Section):
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; default MLFLOW_TRACKING_URI, else sqlite:///<runs_root>/mlflow.db. "
+        "Credentials go in MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, never here (config.yaml is kept in "
+        "the run directory)"
+    )
+    experiment: str | None = Field(None, description="experiment name; default MLFLOW_EXPERIMENT_NAME, else the run name")
+    run_name: str | None = Field(None, description="MLflow run name; default the run directory's name")
+    tags: dict[str, str] = Field(default_factory=dict, description="extra tags on the MLflow run")
+    log_checkpoint: bool = Field(True, description="upload checkpoints/best.keras as an artifact")
+    parent_run_id: str | None = Field(
+        None, description="make the run a child of this MLflow run (set by nnrun sweep and search for their trials)"
+    )
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _no_password(cls, value):
+        from urllib.parse import urlsplit
+
+        if value is not None and urlsplit(value).password:
+            raise ValueError("tracking_uri holds a password, and config.yaml is saved in the run directory; "
+                             "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD instead")
+        return value
+
+
+class TrackingConfig(Section):
+    mlflow: MlflowConfig | None = Field(None, description="log the run to MLflow (pip install 'nnrun[mlflow]')")
+
+
 class RunConfig(Section):
     name: str = Field(pattern=NAME_PATTERN, description="run name: letters, digits, . _ - (no paths)")
     seed: int = Field(0, ge=0, description="seed for weights, data order and augmentation")
@@ -164,6 +193,7 @@ class RunConfig(Section):
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="where else the run is logged")
 
     @field_validator("name", mode="before")
     @classmethod

@@ -47,6 +47,23 @@ class MetricsLog(keras.callbacks.Callback):
         self.run.update(epochs_completed=epoch + 1)
 
 
+class TrackEpochs(keras.callbacks.Callback):
+    """Hands each epoch row of MetricsLog to the MLflow tracker (placed right after MetricsLog).
+    When fit starts, the rows of earlier attempts go too: the tracker skips the epochs the
+    server has, so a kill between logging and sending loses none and repeats none."""
+
+    def __init__(self, tracker, metrics_log: MetricsLog):
+        super().__init__()
+        self.tracker, self.metrics_log = tracker, metrics_log
+
+    def on_train_begin(self, logs=None):
+        for row in self.metrics_log.history:
+            self.tracker.log_epoch(row)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.tracker.log_epoch(self.metrics_log.history[-1])
+
+
 class EvalWeights(keras.callbacks.Callback):
     """Puts in place the weights that validation and checkpoints use (a technique's, e.g. the
     EMA) when validation starts and when the epoch ends; placed before the checkpoints."""

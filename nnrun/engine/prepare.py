@@ -22,6 +22,7 @@ class Prepared:
     strategy: object
     init: dict | None = None  # what model.init_from loaded (run.json "init")
     extra_callbacks: tuple = ()  # appended after nnrun's own (a search trial's pruning reporter)
+    tracker: object = None  # engine.tracking.MlflowTracker, with tracking.mlflow
 
 
 def prepare(cfg: RunConfig, run_dir=None, lr_scale: float = 1.0) -> Prepared:

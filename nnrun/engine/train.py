@@ -48,11 +48,15 @@ class Output:
 
 
 def train(cfg: RunConfig, argv: list[str], out: Output, resume: RunDir | None = None,
-          changes: list[str] | None = None, extra_callbacks=()) -> RunDir:
+          changes: list[str] | None = None, extra_callbacks=(), on_finished=None) -> RunDir:
     """Train a new run (or continue `resume`) and leave it completed, failed or interrupted
     (or pruned: an `extra_callbacks` Keras callback may raise errors.Pruned at the end of fit).
-    The callers (`nnrun train`, the search worker) then write report.html (results.report)."""
+    `on_finished(run_dir)` runs when the run completed or was pruned, before its MLflow run is
+    closed: the callers pass results.report's, so report.html exists to be uploaded."""
+    from nnrun.engine import tracking
     from nnrun.engine.distribute import is_multi_worker
+
+    tracking.check_installed(cfg)
 
     lr_scale = 1.0
     if resume is not None:  # learning-rate cuts of earlier NaN rollbacks stay in force
@@ -83,7 +87,9 @@ def train(cfg: RunConfig, argv: list[str], out: Output, resume: RunDir | None = 
         state = run.checkpoints / "backup" / "state.npz"
         run.resume_attempt(argv, last_progress=state.stat().st_mtime if state.is_file() else None)
     prepared.ctx.run_dir = run.path
+    tracker = None
     try:
+        tracker = prepared.tracker = tracking.start_for_run(cfg, run)
         with SignalGuard() as guard:
             try:
                 final = _fit(prepared, run, out, guard)
@@ -108,7 +114,7 @@ def train(cfg: RunConfig, argv: list[str], out: Output, resume: RunDir | None = 
             except Pruned as exc:  # a search trial stopped by its pruner: not a failure
                 run.finish("pruned", reason=str(exc), pruned_at_epoch=exc.epoch, final_metrics=exc.final_metrics)
                 exc.run_dir = run.path
-                try:  # what a finished run has: learning curves (the caller writes report.html)
+                try:  # what a finished run has: learning curves (on_finished writes report.html)
                     from nnrun.engine import plots
 
                     plots.learning_curves(run.read_metrics(), run.plots / "learning_curves.png", title=cfg.name)
@@ -128,7 +134,17 @@ def train(cfg: RunConfig, argv: list[str], out: Output, resume: RunDir | None = 
         run.finish("completed", final_metrics=final)
         return run
     finally:
+        _ended(run, cfg, tracker, on_finished)
         run.unlock()  # a warm search worker trains many runs in one process
+
+
+def _ended(run: RunDir, cfg: RunConfig, tracker, on_finished) -> None:
+    """However the run ended: its report (completed or pruned), then its MLflow run."""
+    from nnrun.engine import tracking
+
+    if on_finished is not None and run.read().get("status") in ("completed", "pruned"):
+        on_finished(run.path)
+    tracking.finish_for_run(tracker, cfg, run)
 
 
 AFTER_TRAINING = "after the last epoch (--resume writes the final metrics)"
@@ -254,6 +270,7 @@ def _fit_segments(p: Prepared, run: RunDir, out: Output, guard: SignalGuard, bac
         *strategy_callbacks(p.strategy, model),  # first: later callbacks save what it synchronises
         callbacks.EvalWeights(p.techniques),  # validation and checkpoints see e.g. the EMA weights
         metrics_log,
+        *([callbacks.TrackEpochs(p.tracker, metrics_log)] if p.tracker is not None else []),
         callbacks.AtomicCheckpoint(run.checkpoints / "best.keras", monitor=monitor, save_best_only=True,
                                    mode=mode, initial_value_threshold=best_so_far),
         callbacks.AtomicCheckpoint(run.checkpoints / "last.keras"),

@@ -11,6 +11,7 @@ from typing import Any
 
 from nnrun.config import flatten
 from nnrun.engine.metrics import higher_is_better
+from nnrun.engine.tracking import ARTIFACTS_DIR
 from nnrun.config.safe_yaml import MAX_FILE_BYTES, parse_config_bytes
 from nnrun.rundir import CONFIG_YAML, RUN_JSON, read_inside, read_json
 from nnrun.errors import ConfigError, UsageError
@@ -33,7 +34,8 @@ def find_runs(root: str | Path, filters: list[str] | None = None, sort: str | No
     parsed = [parse_filter(f) for f in filters or []]
     records = []
     for path in root.rglob(RUN_JSON):
-        records.append(read_record(path.parent))
+        if ARTIFACTS_DIR not in path.relative_to(root).parts:  # MLflow's copies of uploaded runs
+            records.append(read_record(path.parent))
     for option, key in [("--filter", key) for key, _, _ in parsed] + ([("--sort", sort)] if sort else []):
         check_key(records, key, option, root)
     records = [r for r in records if all(matches(r, key, value, op) for key, op, value in parsed)]

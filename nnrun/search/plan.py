@@ -114,19 +114,22 @@ class SearchPlan:
     def trial_name(self, number: int) -> str:
         return f"trial-{number:04d}"
 
-    def set_args(self, values: dict, name: str, directory: Path, threads: int | None = None) -> list[str]:
+    def set_args(self, values: dict, name: str, directory: Path, threads: int | None = None,
+                 extra: list[str] = ()) -> list[str]:
         from nnrun.config import set_value
 
         own = [f"name={name}", f"runtime.runs_root={set_value(str(directory))}"]
         own += [f"runtime.threads={threads}"] if threads else []
-        return self.shared + [f"{k}={set_value(v)}" for k, v in values.items()] + own
+        return self.shared + [f"{k}={set_value(v)}" for k, v in values.items()] + own + list(extra)
 
-    def trial_config(self, values: dict, name: str, directory: Path, threads: int | None = None):
-        """(set_args, resolved config) of one trial; ConfigError if these values do not validate."""
+    def trial_config(self, values: dict, name: str, directory: Path, threads: int | None = None,
+                     extra: list[str] = ()):
+        """(set_args, resolved config) of one trial; ConfigError if these values do not validate.
+        `extra`: --set items of the worker's own (the MLflow parent run)."""
         from nnrun.config.loader import apply_overrides
         from nnrun.config.resolve import resolve
 
-        set_args = self.set_args(values, name, directory, threads)
+        set_args = self.set_args(values, name, directory, threads, extra)
         return set_args, resolve(apply_overrides(self.raw, set_args))
 
 

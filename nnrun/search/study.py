@@ -44,6 +44,7 @@ from nnrun.search.storage import db_errors, resolve_storage, sqlite_wal
 
 READY = "nnrun_ready"  # study user attr: the creator has enqueued the whole budget
 META = "nnrun"  # study user attr: what defined the study (fingerprint, budget, metric, ...)
+PARENT_RUN = "nnrun_mlflow_parent"  # study user attr: {run_id, tracking_uri} of the trials' MLflow parent run
 
 
 class Study:
@@ -120,6 +121,11 @@ class Study:
                 fixed = {k: (by_key[k].categories()[by_key[k].choices.index(v)] if by_key[k].encoded else v)
                          for k, v in point.items()}
                 self.study.enqueue_trial(fixed, user_attrs={"nnrun_attempt": 1})
+            if self.plan.base_cfg.tracking.mlflow is not None:  # before READY: every worker finds it
+                from nnrun.engine import tracking
+
+                parent = tracking.open_parent(self.plan.base_cfg, self.name, "search", None)
+                self.study.set_user_attr(PARENT_RUN, parent or {})
             self.study.set_user_attr(READY, True)
             return
         deadline = time.monotonic() + wait_s

@@ -21,7 +21,7 @@ import time
 
 from nnrun.errors import ConfigError, NNRunError, Pruned, first_line, raise_terminated
 from nnrun.search.heartbeat import Heartbeat
-from nnrun.search.study import Study, worker_identity
+from nnrun.search.study import PARENT_RUN, Study, worker_identity
 from nnrun.sweep.sweep_file import Sweep
 
 IDLE_POLL_S = 2.0
@@ -101,6 +101,8 @@ class Worker:
     def __init__(self, sweep: Sweep, threads: int | None = None, say=print, verbose: bool = False):
         self.sweep, self.plan, self.threads, self.say, self.verbose = sweep, sweep.search, threads, say, verbose
         self.study = Study(self.plan, sweep.name, sweep.directory, say)
+        self.parent: dict | None = None  # the MLflow parent run, with tracking.mlflow
+        self.tracking_args: list[str] = []  # --set items that make trials children of it
 
     def run(self) -> Study:
         """Pull trials until the study's budget is spent; returns the study (for the summary)."""
@@ -119,7 +121,24 @@ class Worker:
             gc.collect()
             gc.freeze()
             self.study.open()
-            return self._loop()
+            self._open_parent()
+            study = self._loop()
+        if self.parent is not None:  # the budget is spent (the last worker to stop ends it last)
+            from nnrun.engine import tracking
+
+            tracking.close_parent(self.plan.base_cfg, self.parent, "FINISHED")
+        return study
+
+    def _open_parent(self) -> None:
+        """With tracking.mlflow, the trials are children of the MLflow parent run that the
+        study's creator stored in its user attributes (search/study.py), on every machine."""
+        from nnrun.engine import tracking
+
+        cfg = self.plan.base_cfg
+        if cfg.tracking.mlflow is None:
+            return
+        self.parent = self.study.study.user_attrs.get(PARENT_RUN) or None
+        self.tracking_args = tracking.child_set_args(cfg, self.sweep.name, self.parent)
 
     def _loop(self) -> Study:
         counts = self.study.progress()
@@ -163,7 +182,8 @@ class Worker:
                 values = suggest(trial, self.plan.params)
                 self.say(f"trial {number} started: {_short(values)}")
                 try:
-                    set_args, cfg = self.plan.trial_config(values, name, self.sweep.directory, self.threads)
+                    set_args, cfg = self.plan.trial_config(values, name, self.sweep.directory, self.threads,
+                                                           self.tracking_args)
                 except ConfigError as exc:
                     self._tell(trial, TrialState.FAIL, None, {"status": "invalid", "reason": f"invalid config: {exc}"})
                     return
@@ -209,10 +229,9 @@ class Worker:
         out = Output(console=Console(stderr=True), progress=False, epoch_lines=self.verbose)
         try:
             with released_gradient_registrations():
-                run = train(cfg, argv, out, extra_callbacks=[reporter])
-        except Pruned as exc:  # train has drawn its learning curves; the report is ours to write
+                run = train(cfg, argv, out, extra_callbacks=[reporter], on_finished=report_finished_run)
+        except Pruned as exc:  # train has drawn its learning curves and written the report
             run = RunDir(exc.run_dir)
-            report_finished_run(run.path)
             return TrialState.PRUNED, None, result_of(run, str(exc))
         except KeyboardInterrupt:
             raise
@@ -221,7 +240,6 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - a trial's crash never stops the study
             return TrialState.FAIL, None, result_of(self.study.run_dir_of(trial), f"{type(exc).__name__}: "
                                                     f"{first_line(exc)}", "failed")
-        report_finished_run(run.path)
         value = reporter.last_value
         if value is None or math.isnan(value):  # no epoch, or NaN
             return TrialState.FAIL, None, result_of(run, f"{self.plan.metric} is {value}", "failed")

@@ -7,6 +7,7 @@ others down; and each trial is exactly the command `--print-commands` shows.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -85,13 +86,14 @@ def trial_env(threads: int, gpu: str | None) -> dict[str, str]:
     return env
 
 
-def train_argv(sweep: Sweep, trial: Trial, program: list[str], threads: int | None = None) -> list[str]:
+def train_argv(sweep: Sweep, trial: Trial, program: list[str], threads: int | None = None,
+               extra: list[str] = ()) -> list[str]:
     from nnrun import registry
 
     argv = [*program, "train", str(sweep.base)]
     for plugin in registry.LOADED_PLUGINS:  # trials need the sweep's --plugin components too
         argv += ["--plugin", plugin]
-    for item in trial.set_args + ([f"runtime.threads={threads}"] if threads else []):
+    for item in trial.set_args + ([f"runtime.threads={threads}"] if threads else []) + list(extra):
         argv += ["--set", item]
     return argv
 
@@ -125,6 +127,7 @@ def _from_record(outcome: Outcome, record: dict) -> None:
     outcome.reason = record.get("reason")
 
 
+PARENT_RUN = "mlflow_parent.json"  # {run_id, tracking_uri}: the sweep's MLflow parent run
 _RUN_DIR_RE = re.compile(r"\(run directory: (.+)\)\s*$")
 
 
@@ -163,6 +166,7 @@ class Runner:
         self.threads = 1
         self.outcomes = {t.name: Outcome(t) for t in sweep.trials}
         self.logs = sweep.directory / "logs"
+        self.parent: dict | None = None  # the MLflow parent run of the trials (tracking.mlflow)
 
     def run(self) -> list[Outcome]:
         self.sweep.directory.mkdir(parents=True, exist_ok=True)
@@ -190,6 +194,9 @@ class Runner:
         free = list(self.slots)
         previous = signal.signal(signal.SIGTERM, raise_terminated)  # stop like Ctrl-C (exit 143)
         stopping = False
+        ended = "KILLED"
+        if queue:
+            self._open_parent()
         try:
             while running or (queue and not stopping):
                 while queue and free and not stopping:
@@ -204,6 +211,7 @@ class Runner:
                         stopping = True
                         self.say("--fail-fast: stopping the sweep")
                         self._terminate(running)
+            ended = "FINISHED" if all(o.status == "completed" for o in self.ordered()) else "FAILED"
         except KeyboardInterrupt:
             self.say("interrupted: terminating running trials")
             self._terminate(running)
@@ -213,13 +221,38 @@ class Runner:
             raise
         finally:
             signal.signal(signal.SIGTERM, previous)
+            if self.parent is not None:
+                from nnrun.engine import tracking
+
+                tracking.close_parent(self.sweep.trials[0].config, self.parent, ended)
         return self.ordered()
+
+    def _open_parent(self) -> None:
+        """With tracking.mlflow, one MLflow parent run for the sweep, kept in the sweep directory
+        so that running the sweep again adds its trials under the same parent."""
+        from nnrun.engine import tracking
+        from nnrun.rundir import atomic_write
+
+        cfg = self.sweep.trials[0].config
+        if cfg.tracking.mlflow is None:
+            return
+        stored_at = self.sweep.directory / PARENT_RUN
+        try:
+            stored = json.loads(stored_at.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            stored = None
+        self.parent = tracking.open_parent(cfg, self.sweep.name, "sweep", stored if isinstance(stored, dict) else None)
+        if self.parent is not None and self.parent != stored:
+            atomic_write(stored_at, json.dumps(self.parent) + "\n")
 
     def ordered(self) -> list[Outcome]:
         return [self.outcomes[t.name] for t in self.sweep.trials]
 
     def _start(self, trial: Trial, slot: str | None) -> _Running:
-        argv = train_argv(self.sweep, trial, self.program, self.threads)
+        from nnrun.engine import tracking
+
+        argv = train_argv(self.sweep, trial, self.program, self.threads,
+                          tracking.child_set_args(trial.config, self.sweep.name, self.parent))
         log = self.logs / f"{trial.name}.log"
         out = open(log, "a", encoding="utf-8")  # noqa: SIM115 - closed in _finish
         out.write(f"\n== {time.strftime('%Y-%m-%d %H:%M:%S')} $ {shlex.join(argv)}\n")
