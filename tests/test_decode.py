@@ -1,7 +1,9 @@
-"""decode.py: one image decoder for every cache mode of image_folder (and predict).
+"""decode.py and graph_decode.py: one image decoder for every cache mode of image_folder (and
+predict).
 
 Every kind of file a user's folder holds (8/16-bit, gray, alpha, palette, CMYK, EXIF-rotated,
-WebP, camera MPO) gives sensible pixels, and the same pixels with cache: memory, file and none.
+WebP, camera MPO) gives sensible pixels, and the same pixels with cache: memory, file and none;
+the files TensorFlow decodes give exactly the pixels Pillow's route gives them.
 """
 
 from __future__ import annotations
@@ -17,8 +19,13 @@ import pytest
 from PIL import Image
 
 from nnrun.components.data import image_folder
-from nnrun.components.data.decode import UnreadableImage, check_file, decode_file, tf_decoder
+from nnrun.components.data.decode import MAX_PIXELS, UnreadableImage, check_file
+from nnrun.components.data.graph_decode import PILLOW, ROUTE_NAMES, decode_dataset, decode_one
 from nnrun.errors import ConfigError
+
+
+def decode_file(path, image_size, channels: int, route: int | None = None) -> np.ndarray:
+    return decode_one(path, image_size, channels, MAX_PIXELS, route)
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:
@@ -162,18 +169,50 @@ def test_unreadable_files_give_short_reasons(tmp_path):
         decode_file(tmp_path / "pixels.png", 8, 3)
 
 
-def test_tf_decoder_matches_decode_file_in_a_parallel_pipeline(tmp_path):
+EXPECTED_ROUTES = {"rgb8.png": "png", "gray8.png": "png", "rgba.png": "png", "palette.png": "png",
+                   "photo.jpg": "jpeg", "lossy.webp": "webp", "plain.gif": "gif", "plain.bmp": "bmp",
+                   "big.jpg": "jpeg/4", "rgb16.png": "pillow", "gray16.png": "pillow",
+                   "palette_transparent.png": "pillow", "cmyk.jpg": "pillow", "exif.jpg": "pillow",
+                   "camera.jpg": "pillow"}
+
+
+def test_tensorflow_routes_give_exactly_pillows_pixels(tmp_path):
+    """Each file's route is picked from its header; a file TensorFlow decodes gives the very
+    pixels it gets through Pillow (INTEGER_ACCURATE is Pillow's DCT, the same DCT scale as its
+    draft, the same luma), in RGB and in one channel."""
+    paths = write_kinds(tmp_path)
+    Image.fromarray(_marked((30, 90, 200))).convert("P").save(tmp_path / "plain.gif")
+    Image.fromarray(_marked((200, 90, 30))).save(tmp_path / "plain.bmp")
+    rng = np.random.default_rng(0)  # a photo-sized JPEG: decoded at 1/4 scale for 32 px
+    photo = np.clip(np.linspace(0, 255, 480)[None, :, None] + rng.normal(0, 30, (360, 480, 3)), 0, 255)
+    Image.fromarray(photo.astype(np.uint8)).save(tmp_path / "big.jpg", quality=90)
+    paths.update({n: tmp_path / n for n in ("plain.gif", "plain.bmp", "big.jpg")})
+    assert {n: ROUTE_NAMES[check_file(p, 32)] for n, p in paths.items()} == EXPECTED_ROUTES
+    for name, path in paths.items():
+        for channels in (3, 1):
+            got = decode_file(path, 32, channels)
+            np.testing.assert_array_equal(got, decode_file(path, 32, channels, route=PILLOW), err_msg=name)
+
+
+def test_the_pipeline_yields_one_image_or_reason_per_file_in_order(tmp_path):
+    """In parallel, in order, never raising: a file only TensorFlow's decoder refuses (pixels.png
+    passes the header check) comes back with Pillow's reason, in its place."""
     import tensorflow as tf
 
     paths = write_kinds(tmp_path)
     (tmp_path / "notes.txt").write_text("not an image")
-    names = [*paths, "notes.txt"]
-    ds = tf.data.Dataset.from_tensor_slices([str(tmp_path / n) for n in names])
-    ds = ds.map(tf_decoder(12, 3), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    write_bad_pixels_png(tmp_path / "pixels.png")
+    names = ["pixels.png", *paths, "notes.txt", "pixels.png"]
+    routes = [check_file(tmp_path / n) if n != "notes.txt" else PILLOW for n in names]
+    ds = decode_dataset([str(tmp_path / n) for n in names], routes, 12, 3, MAX_PIXELS)
     assert ds.element_spec[0].shape == (12, 12, 3) and ds.element_spec[0].dtype == tf.uint8
-    for name, (image, error) in zip(names, ds.as_numpy_iterator()):
+    out = list(ds.as_numpy_iterator())
+    assert len(out) == len(names)
+    for name, (image, error) in zip(names, out):
         if name == "notes.txt":
             assert error == b"not an image (cannot identify image file)" and not image.any()
+        elif name == "pixels.png":
+            assert error.startswith(b"broken data stream") and not image.any()
         else:
             assert error == b""
             np.testing.assert_array_equal(image, decode_file(tmp_path / name, 12, 3), err_msg=name)
@@ -215,6 +254,21 @@ def test_every_cache_mode_gives_the_same_pixels(tmp_path, monkeypatch, color_mod
         assert _raw(built["file"].split(split)) == memory, split
         assert _raw(built["none"].split(split)) == memory, split
     assert len(list((tmp_path / "cache").iterdir())) == 2  # the file cache was written (train, val)
+
+
+def test_predict_decodes_a_runs_files_to_the_pixels_training_saw(tmp_path):
+    """nnrun predict's input pipeline and image_folder (cache: memory) give the same bytes."""
+    from types import SimpleNamespace
+
+    from nnrun.inference.predict import Rows, batches
+
+    root = _folder(tmp_path / "imgs")
+    data = image_folder.build(image_folder.ImageFolderParams(path=str(root), image_size=12))
+    files = image_folder.image_files(root / "train")
+    facts = SimpleNamespace(input_shape=(12, 12, 3), input_dtype="uint8", preprocess=None)
+    predicted = [x for xs, _ in batches(Rows([str(f) for f in files], [None] * len(files), paths=[str(f) for f in files]),
+                                        facts, batch_size=8) for x in xs.numpy()]
+    assert sorted(x.tobytes() for x in predicted) == sorted(x.tobytes() for x in data.split("train").x)
 
 
 def test_skip_notice_gives_the_reason(tmp_path, capsys):

@@ -354,7 +354,7 @@ import resource, sys
 from nnrun.components.data import decode
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 try:
-    decode.decode_file(sys.argv[1], 224, 3, *[int(a) for a in sys.argv[2:]])
+    decode.decode_full(sys.argv[1], 224, *[int(a) for a in sys.argv[2:]])
     print("decoded")
 except decode.UnreadableImage as exc:
     print("refused:", exc)

@@ -22,7 +22,6 @@ from nnrun.errors import ConfigError, UsageError
 from nnrun.safe_text import csv_text
 
 TTA = ("none", "flip")
-DECODE_GROUP = 16
 
 
 @dataclass
@@ -113,15 +112,13 @@ def batches(rows: Rows, facts, batch_size: int, max_pixels: int | None = None):
         x = tf.data.Dataset.from_tensor_slices(rows.arrays)
         ds = x.map(lambda a: (a, tf.constant(b"")))
     else:
-        from nnrun.components.data.decode import MAX_PIXELS, tf_batch_decoder
+        from nnrun.components.data.decode import MAX_PIXELS
+        from nnrun.components.data.graph_decode import decode_dataset, routes_of
 
         max_pixels = max_pixels or MAX_PIXELS
         height, width, channels = facts.input_shape
-        decode = tf_batch_decoder((height, width), channels, max_pixels)
-        # Small groups of files per decoder call: one Python call per file costs more than
-        # decoding a small JPEG; groups keep both cores busy (Pillow releases the GIL).
-        ds = (tf.data.Dataset.from_tensor_slices(rows.paths).batch(DECODE_GROUP)
-              .map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch())
+        ds = decode_dataset(rows.paths, routes_of(rows.paths, (height, width), max_pixels), (height, width),
+                            channels, max_pixels)
         if facts.input_dtype != "uint8":
             ds = ds.map(lambda image, error: (as_run_inputs(tf, image, facts), error))
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

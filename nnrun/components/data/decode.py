@@ -1,8 +1,6 @@
-"""One image decoder for every path that reads image files: image_folder in each cache mode
-(`memory` decodes in Python, `file`/`none` in tf.data through `tf_decoder`) and `nnrun predict`.
-The same file therefore gives the same uint8 pixels wherever it is read.
-
-The rules (Pillow does all the decoding; TensorFlow only calls it from tf.data):
+"""Pillow's side of the image decoder (graph_decode.py runs it, with TensorFlow's own decoders
+for the ordinary files), the up-front file check that also picks a file's route, and the
+reasons a file is unreadable. The rules, which TensorFlow's routes follow exactly:
 
 - Open with Pillow; the first frame of animated or multi-picture files (GIF, WebP, camera MPO).
 - Large JPEGs are decoded at a reduced DCT scale (Pillow's `draft`, as `Image.thumbnail` does),
@@ -21,16 +19,15 @@ The rules (Pillow does all the decoding; TensorFlow only calls it from tf.data):
   Float images (mode F) whose finite values all lie in [0, 1] are scaled by 255, otherwise they
   are read on Pillow's own 0..255 scale; then clipped and rounded (NaN and inf become 0).
 - Colour: palette, CMYK (Adobe-inverted CMYK JPEGs included), YCbCr, LAB, HSV and RGBX become
-  RGB; bilevel and gray+alpha become L. `channels=1` takes RGB to L with ITU-R 601-2 luma
-  (0.299 R + 0.587 G + 0.114 B, as Pillow and tf.image.rgb_to_grayscale); `channels=3`
-  repeats L into three equal channels.
+  RGB; bilevel and gray+alpha become L. The channels are chosen later (graph_decode.py): L
+  repeated into three equal channels, or RGB to one with ITU-R 601-2 luma (0.299 R + 0.587 G +
+  0.114 B) in Pillow's integer arithmetic.
 - Alpha is dropped (RGBA -> RGB, LA -> L, palette transparency too): the colour stored under a
   transparent pixel is kept, as keras.utils.load_img, torchvision and tf.io.decode_image do.
-- Resize to (height, width) with Pillow's BILINEAR filter (antialiased when shrinking), on the
-  8-bit L or RGB image.
-- EXIF orientation is applied (the ImageOps.exif_transpose table), after the resize: a flip or
-  quarter turn commutes with the resize, and turning the small image is cheaper. The resize
-  target is swapped for quarter turns. An unreadable EXIF block is ignored (no rotation).
+- EXIF orientation is applied (the ImageOps.exif_transpose table). An unreadable EXIF block is
+  ignored (no rotation).
+- The result is the full-size (or DCT-reduced) 8-bit L or RGB image; graph_decode.py chooses
+  the channels and resizes it in TensorFlow, for every route alike.
 
 Any failure raises UnreadableImage, whose message is a short reason for a person to read.
 """
@@ -42,7 +39,6 @@ import os
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-RESAMPLE = Image.Resampling.BILINEAR
 MAX_PIXELS = 89_478_485  # default pixel budget per image: Pillow's own MAX_IMAGE_PIXELS
 STRIP_ROWS = 256  # rows of a deep image converted at a time
 Image.MAX_IMAGE_PIXELS = None  # the budget is ours (max_pixels), checked before decoding
@@ -60,37 +56,26 @@ class UnreadableImage(Exception):
     """A file that is not a decodable image; str() is a short reason, e.g. "truncated file"."""
 
 
-def decode_file(path, image_size: int | tuple[int, int], channels: int,
-                max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """The image in `path` as uint8 (height, width, channels) (see the module docstring for the
-    rules); `image_size` is one int for square images or (height, width). Raises UnreadableImage,
-    also for an image above `max_pixels`."""
-    height, width = _size(image_size)
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, not {channels}")
+def decode_full(path, image_size: int | tuple[int, int], max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """The image in `path` as uint8 (height, width, 3), or (height, width, 1) for gray sources,
+    at its own size (a large JPEG at the reduced DCT scale `image_size` allows), by the rules
+    of the module docstring. Raises UnreadableImage, also for an image above `max_pixels`."""
+    height, width = size_of(image_size)
     try:
         with Image.open(path) as img:
-            box = _draft(img, height, width)
+            _draft(img, height, width)
             _check_budget(img, max_pixels)
             img.load()  # before getexif, which may load (PNG) and would swallow a decoding error
-            turn = _TRANSPOSE.get(_orientation(img))
-            if turn in (Image.Transpose.TRANSPOSE, Image.Transpose.TRANSVERSE, Image.Transpose.ROTATE_90,
-                        Image.Transpose.ROTATE_270):
-                height, width = width, height  # resized before the quarter turn
-            eight = _eight_bit(img, channels)
-            small = eight.resize((width, height), RESAMPLE, box=box)
+            turn = _TRANSPOSE.get(orientation(img))
+            eight = _eight_bit(img)
             if turn is not None:
-                small = small.transpose(turn)
-            pixels = np.asarray(small, dtype=np.uint8)
+                eight = eight.transpose(turn)
+            pixels = np.asarray(eight, dtype=np.uint8)
     except UnreadableImage:
         raise
     except Exception as exc:  # noqa: BLE001 - every failure of a user's file becomes one reason
         raise UnreadableImage(reason(exc)) from None
-    if pixels.ndim == 2:
-        pixels = pixels[..., None]
-    if channels == 3 and pixels.shape[-1] == 1:
-        pixels = np.repeat(pixels, 3, axis=-1)
-    return pixels
+    return pixels[..., None] if pixels.ndim == 2 else pixels
 
 
 def _draft(img: Image.Image, height: int, width: int):
@@ -110,83 +95,34 @@ def _check_budget(img: Image.Image, max_pixels: int) -> None:
                               f"{max_pixels:,} (data.params.max_pixels)")
 
 
-def check_file(path, image_size: int | tuple[int, int] = 8, max_pixels: int = MAX_PIXELS) -> None:
+def check_file(path, image_size: int | tuple[int, int] = 8, max_pixels: int = MAX_PIXELS) -> int:
     """An up-front check, much cheaper than decoding for the usual formats: the header is read
     and its mode supported; a PNG's chunks are all present with correct CRCs (Pillow's verify,
     no inflating); a JPEG ends with its end-of-image marker (a truncated download does not).
-    Anything else (other formats, a JPEG with trailing bytes) is decoded. Raises UnreadableImage."""
+    Anything else (other formats, a JPEG with trailing bytes) is decoded. Returns the file's
+    route for graph_decode (which decoder reads it at `image_size`); raises UnreadableImage."""
+    from nnrun.components.data.graph_decode import route_of
+
     try:
         with Image.open(path) as img:
             if img.mode not in SUPPORTED_MODES:
                 raise UnreadableImage(f"unsupported mode {img.mode}")
-            _draft(img, *_size(image_size))
+            full_width = img.size[0]
+            _draft(img, *size_of(image_size))
             _check_budget(img, max_pixels)
+            route = route_of(img, path, max(1, round(full_width / max(1, img.size[0]))))
             fmt = img.format
             if fmt == "PNG":
                 img.verify()
-                return
+                return route
         if fmt in ("JPEG", "MPO") and _ends_with_eoi(path):
-            return
+            return route
     except UnreadableImage:
         raise
     except Exception as exc:  # noqa: BLE001
         raise UnreadableImage(reason(exc)) from None
-    decode_file(path, 8, 3, max_pixels)
-
-
-def tf_decoder(image_size: int | tuple[int, int], channels: int, max_pixels: int = MAX_PIXELS):
-    """A function for `tf.data.Dataset.map`: scalar string path -> (uint8 image [height, width,
-    channels], error string), decoded by `decode_file` through tf.numpy_function. The error is
-    b"" on success, else the UnreadableImage reason (the image is zeros then). Pillow releases
-    the GIL while decoding and resizing, so `num_parallel_calls` runs files in parallel."""
-    import tensorflow as tf
-
-    height, width = _size(image_size)
-    blank = np.zeros((height, width, channels), np.uint8)
-
-    def decode_py(path):
-        try:
-            return decode_file(os.fsdecode(path), image_size, channels, max_pixels), np.bytes_(b"")
-        except UnreadableImage as exc:
-            return blank, np.bytes_(str(exc).encode())
-
-    def decode(path):
-        image, error = tf.numpy_function(decode_py, [path], [tf.uint8, tf.string], stateful=False,
-                                         name="decode_image_file")
-        image.set_shape([height, width, channels])
-        error.set_shape([])
-        return image, error
-
-    return decode
-
-
-def tf_batch_decoder(image_size: int | tuple[int, int], channels: int, max_pixels: int = MAX_PIXELS):
-    """`tf_decoder` for a batch of paths (string [N]) -> (uint8 [N, height, width, channels],
-    errors [N]): one Python call decodes N files, which is several times faster than one call
-    per small file (the per-call overhead of tf.numpy_function dominates a 64 px JPEG)."""
-    import tensorflow as tf
-
-    height, width = _size(image_size)
-
-    def decode_py(paths):
-        images = np.zeros((len(paths), height, width, channels), np.uint8)
-        errors = []
-        for i, path in enumerate(paths):
-            try:
-                images[i] = decode_file(os.fsdecode(path), image_size, channels, max_pixels)
-                errors.append(b"")
-            except UnreadableImage as exc:
-                errors.append(str(exc).encode())
-        return images, np.array(errors, dtype=np.bytes_) if errors else np.zeros([0], np.bytes_)
-
-    def decode(paths):
-        images, errors = tf.numpy_function(decode_py, [paths], [tf.uint8, tf.string], stateful=False,
-                                           name="decode_image_files")
-        images.set_shape([None, height, width, channels])
-        errors.set_shape([None])
-        return images, errors
-
-    return decode
+    decode_full(path, 8, max_pixels)
+    return route
 
 
 def reason(exc: BaseException) -> str:
@@ -209,7 +145,7 @@ def reason(exc: BaseException) -> str:
     return text or f"cannot decode ({type(exc).__name__})"
 
 
-def _size(image_size) -> tuple[int, int]:
+def size_of(image_size) -> tuple[int, int]:
     """(height, width) from one int or a (height, width) pair."""
     if isinstance(image_size, (int, np.integer)):
         return int(image_size), int(image_size)
@@ -217,15 +153,15 @@ def _size(image_size) -> tuple[int, int]:
     return int(height), int(width)
 
 
-def _orientation(img: Image.Image) -> int:
+def orientation(img: Image.Image) -> int:
     try:
         return int(img.getexif().get(0x0112, 1))
     except Exception:  # noqa: BLE001 - a broken EXIF block must not make a good image unreadable
         return 1
 
 
-def _eight_bit(img: Image.Image, channels: int) -> Image.Image:
-    """`img` as an 8-bit L (gray sources, or channels=1) or RGB image (see the module docstring)."""
+def _eight_bit(img: Image.Image) -> Image.Image:
+    """`img` as an 8-bit L (gray sources) or RGB image (see the module docstring)."""
     mode = img.mode
     if mode in _DEEP:
         return _deep_to_l(img)
@@ -235,9 +171,7 @@ def _eight_bit(img: Image.Image, channels: int) -> Image.Image:
         raise UnreadableImage(f"unsupported mode {mode}")
     if mode == "PA" or (mode == "P" and "transparency" in img.info):
         img = img.convert("RGBA")  # Pillow's own path for palette transparency; alpha dropped next
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    return img.convert("L") if channels == 1 else img
+    return img if img.mode == "RGB" else img.convert("RGB")
 
 
 def _strips(img: Image.Image):

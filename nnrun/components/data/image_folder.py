@@ -1,16 +1,16 @@
 """`image_folder`: a user's own images, one subfolder per class.
 
 Layouts: `path/train/<class>/*` with an optional `path/val/` (or `validation/`, `test/`), or
-`path/<class>/*` with `validation_split`. Every cache mode decodes with the same Pillow path
-(decode.py: any format and mode Pillow reads, 16-bit scaled to 8, EXIF orientation applied,
-alpha dropped, BILINEAR resize to `image_size`), so a file gives the same pixels in each.
-With `cache: memory` (default) the images are decoded once, at build time, so a corrupt or
-non-image file is reported by name, with the reason, before a run directory exists
-(keras.utils.image_dataset_from_directory would fail inside a tf.data op mid-training instead).
-With `cache: file | none` (data larger than memory, see stream.py) tf.data decodes them through
-decode.tf_batch_decoder; every file is still checked by name first (decode.check_file), a cache write
-names every file that does not decode, and a file that stops decoding during training (changed
-after the check) fails the run with its name and reason.
+`path/<class>/*` with `validation_split`. Every cache mode decodes through the same pipeline
+(graph_decode.py: TensorFlow's decoders for ordinary JPEG/PNG/GIF/BMP/WebP, Pillow for the
+rest, 16-bit scaled to 8, EXIF orientation applied, alpha dropped, an antialiased bilinear
+resize to `image_size`), so a file gives the same pixels in each. Every file is checked by
+name first (decode.check_file, which also picks its route). With `cache: memory` (default) the
+images are decoded once, at build time, so a corrupt or non-image file is reported by name,
+with the reason, before a run directory exists (keras.utils.image_dataset_from_directory would
+fail inside a tf.data op mid-training instead). With `cache: file | none` (data larger than
+memory, see stream.py) a cache write names every file that does not decode, and a file that
+stops decoding during training (changed after the check) fails the run with its name and reason.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 from pydantic import Field
 
 from nnrun.components.data.base import DataBundle, Split
-from nnrun.components.data.decode import MAX_PIXELS, UnreadableImage, check_file, decode_file, tf_batch_decoder
+from nnrun.components.data.decode import MAX_PIXELS, UnreadableImage, check_file
 from nnrun.components.data.preprocess import ImagePreprocess, finish_images, finish_streams, holdout_mask
 from nnrun.components.data.stream import StreamOptions, cache_path, cached, reuse
 from nnrun.errors import ConfigError
@@ -128,37 +128,38 @@ def _each(work, files: list[Path]) -> list:
 
 
 def _load(files: list[Path], labels: np.ndarray, p: ImageFolderParams) -> Split:
-    """Decode and resize every file into memory (cache: memory)."""
+    """Decode and resize every file into memory (cache: memory), through the same pipeline as
+    the streamed modes, so that each mode gives the same pixels by construction."""
+    files, labels, routes = _check_files(files, labels, p)
+    failures: list = []
     x = np.empty((len(files), p.image_size, p.image_size, _channels(p)), np.uint8)
-
-    def into(i_file):
-        x[i_file[0]] = decode_file(i_file[1], p.image_size, _channels(p), p.max_pixels)
-
-    results = _each(into, list(enumerate(files)))
-    bad = [(file, str(r)) for file, r in zip(files, results) if isinstance(r, UnreadableImage)]
-    if bad:
-        keep = np.array([not isinstance(r, UnreadableImage) for r in results], bool)
-        _, labels = _keep_readable(files, labels, bad, p)
-        x = x[keep]
+    for i, (image, _) in enumerate(_decoded(p, files, labels, routes, "record", failures).as_numpy_iterator()):
+        x[i] = image
+    if failures:
+        failed = {f for f, _ in failures}
+        keep = np.array([str(f) not in failed for f in files], bool)
+        by_name = {str(f): f for f in files}
+        _keep_readable(files, labels, sorted((by_name.get(f, Path(f)), why) for f, why in failures), p)
+        x, labels = x[keep], labels[keep]
     return Split(x, labels)
 
 
 def _check_files(files: list[Path], labels: np.ndarray, p: ImageFolderParams):
-    """Streamed: check each file up front (decode.check_file: the header, a PNG's checksums, a
-    JPEG's end marker; other formats are decoded), so a bad file is named now rather than
-    failing a tf.data op later."""
+    """Check each file up front (decode.check_file: the header, a PNG's checksums, a JPEG's end
+    marker; other formats are decoded), so a bad file is named now rather than failing a
+    tf.data op later; (files, labels, routes) of the readable ones."""
     results = _each(lambda f: check_file(f, p.image_size, p.max_pixels), files)
-    return _keep_readable(files, labels, [(f, str(r)) for f, r in zip(files, results) if r is not None], p)
+    route = {f: r for f, r in zip(files, results) if not isinstance(r, UnreadableImage)}
+    files, labels = _keep_readable(files, labels, [(f, str(r)) for f, r in zip(files, results)
+                                                   if isinstance(r, UnreadableImage)], p)
+    return files, labels, np.array([route[f] for f in files], np.int32)
 
 
-DECODE_BATCH = 32  # files per Python call: the call's overhead is most of the cost of a small JPEG
-
-
-def _decoded(p: ImageFolderParams, files: list[Path], labels: np.ndarray, on_failure: str,
+def _decoded(p: ImageFolderParams, files: list[Path], labels: np.ndarray, routes: np.ndarray, on_failure: str,
              failures: list | None = None):
     """The dataset of (uint8 image, label) of `files` (which passed the up-front check), in order,
-    decoded by decode.tf_batch_decoder (decode_file, DECODE_BATCH files per call, calls in
-    parallel). What a file that still does not decode (or changed since) does:
+    decoded by graph_decode.decode_dataset (TensorFlow's decoders for ordinary files, Pillow
+    for the rest, in parallel). What a file that still does not decode (or changed since) does:
 
     - "record" (writing the file cache): a blank image, and (path, reason) appended to `failures`.
       The write must not raise: Dataset.save deadlocks on an error after its first element
@@ -172,7 +173,7 @@ def _decoded(p: ImageFolderParams, files: list[Path], labels: np.ndarray, on_fai
 
     import tensorflow as tf
 
-    decode = tf_batch_decoder(p.image_size, _channels(p), p.max_pixels)
+    from nnrun.components.data.graph_decode import decode_dataset
 
     def note(path, error):
         failures.append((os.fsdecode(path), error.decode(errors="replace")))
@@ -194,10 +195,9 @@ def _decoded(p: ImageFolderParams, files: list[Path], labels: np.ndarray, on_fai
         with tf.control_dependencies([done]):
             return tf.identity(image), label
 
-    ds = tf.data.Dataset.from_tensor_slices(([str(f) for f in files], labels)).batch(DECODE_BATCH)
-    ds = ds.map(lambda paths, ys: (paths, ys, *decode(paths)), num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=True)
-    return ds.unbatch().map(check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    decoded = decode_dataset([str(f) for f in files], routes, p.image_size, _channels(p), p.max_pixels)
+    ds = tf.data.Dataset.zip(tf.data.Dataset.from_tensor_slices(([str(f) for f in files], labels)), decoded)
+    return ds.map(lambda pair, out: check(*pair, *out), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def _stream(name: str, files: list[Path], labels: np.ndarray, p: ImageFolderParams):
@@ -212,21 +212,23 @@ def _stream(name: str, files: list[Path], labels: np.ndarray, p: ImageFolderPara
     found = reuse(key, p)
     if found is not None:
         return found
-    files, labels = _check_files(files, labels, p)
+    files, labels, routes = _check_files(files, labels, p)
     # Folders list one class after another; a shuffle buffer smaller than the split could not mix
     # them. The stream (and its cache) therefore holds the files in one fixed, seeded order.
     order = np.random.default_rng(p.seed).permutation(len(files))
-    files, labels = [files[i] for i in order], labels[order]
+    files, labels, routes = [files[i] for i in order], labels[order], routes[order]
     if p.cache == "none":
-        return cached(lambda: _decoded(p, files, labels, "blank" if p.skip_invalid else "fail"), key, p,
+        return cached(lambda: _decoded(p, files, labels, routes, "blank" if p.skip_invalid else "fail"), key, p,
                       labels), labels
+    route_of = dict(zip(files, routes))
 
     def write(files: list[Path], labels: np.ndarray):
         """The file cache's reader, and the (file, reason) of files that did not decode. Such a
         cache holds blanks for them, so it is removed again (a file can pass the check and still
         not decode, e.g. corrupt pixel data behind a valid header)."""
         failures: list = []
-        read = cached(lambda: _decoded(p, files, labels, "record", failures), key, p, labels)
+        routes = np.array([route_of[f] for f in files], np.int32)
+        read = cached(lambda: _decoded(p, files, labels, routes, "record", failures), key, p, labels)
         if failures:
             shutil.rmtree(cache_path(key, p), ignore_errors=True)
         by_name = {str(f): f for f in files}

@@ -66,7 +66,7 @@ def cache_root(p: StreamOptions) -> Path:
     return Path(p.cache_dir or default).expanduser()
 
 
-CACHE_FORMAT = 2  # bump when the decoded content of a cache changes (decoder, resize, layout)
+CACHE_FORMAT = 3  # bump when the decoded content of a cache changes (decoder, resize, layout); 3: graph_decode
 
 
 def cache_path(key: dict, p: StreamOptions) -> Path | None:

@@ -1,0 +1,187 @@
+"""The one image decoder every image-file path runs (image_folder in each cache mode, and
+`nnrun predict`): a tf.data pipeline, so ordinary files decode in TensorFlow's kernels, in
+tf.data's threads, without the GIL. The same file gives the same pixels wherever it is read.
+
+Each file gets a route when the file list is built (`route_of`, from its header):
+- TensorFlow's own decoders for what they decode exactly as Pillow does (measured on TF 2.21):
+  8-bit JPEG in L or RGB without EXIF rotation (`decode_jpeg` with INTEGER_ACCURATE, Pillow's
+  DCT, and the same reduced DCT scale as Pillow's `draft`), 8-bit PNG (gray, RGB, RGBA,
+  palette without transparency), single-frame GIF without transparency, uncompressed 24/32-bit
+  BMP, single-frame WebP without alpha;
+- Pillow (decode.decode_full, through tf.numpy_function) for everything else: 16-bit, CMYK,
+  EXIF-rotated, MPO, palette or gray with alpha, and any other mode (decode.py's rules).
+Both give the full-size 8-bit RGB image; then, for every route alike: ITU-R 601-2 luma in
+Pillow's integer arithmetic for one channel, and `tf.image.resize` (bilinear, antialiased),
+rounded to uint8. Defining the resize in TensorFlow for all files makes the routes agree.
+
+Errors: a TensorFlow decode op that fails raises inside tf.data, where it carries no file name
+and, inside Dataset.save, deadlocks (tensorflow#61736). So every file is tagged with its index,
+failed elements are dropped (`ignore_errors`), and each gap in the indices is decoded again
+through Pillow, which returns the reason (or, if Pillow can read it, the image). The dataset
+therefore yields exactly one (image, error) per file, in order, and never raises for a file.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from nnrun.components.data.decode import UnreadableImage, decode_full, size_of
+
+PILLOW, JPEG1, JPEG2, JPEG4, JPEG8, PNG, GIF, BMP, WEBP = range(9)
+ROUTE_NAMES = ("pillow", "jpeg", "jpeg/2", "jpeg/4", "jpeg/8", "png", "gif", "bmp", "webp")
+_JPEG_BY_SCALE = {1: JPEG1, 2: JPEG2, 4: JPEG4, 8: JPEG8}
+
+
+def route_of(img, path, scale: int) -> int:
+    """The route of a file opened by Pillow (header only; `scale`: the DCT scale its draft chose)."""
+    from nnrun.components.data.decode import orientation
+
+    fmt, mode, info = img.format, img.mode, img.info
+    if fmt == "PNG":  # from the chunk list: Pillow's getexif would decode a PNG to look for EXIF
+        depth, colour, chunks = _png_chunks(path)
+        return PNG if depth == 8 and colour in (0, 2, 3, 6) and not {b"tRNS", b"eXIf"} & chunks else PILLOW
+    if orientation(img) != 1:
+        return PILLOW
+    if fmt == "JPEG" and mode in ("L", "RGB") and scale in _JPEG_BY_SCALE:
+        return _JPEG_BY_SCALE[scale]
+    if fmt == "GIF" and mode in ("P", "L") and "transparency" not in info and getattr(img, "n_frames", 1) == 1:
+        return GIF
+    if fmt == "BMP" and mode == "RGB" and _bmp_plain(path):
+        return BMP
+    if fmt == "WEBP" and mode == "RGB" and getattr(img, "n_frames", 1) == 1:
+        return WEBP
+    return PILLOW
+
+
+def _png_chunks(path) -> tuple[int, int, set]:
+    """A PNG's bit depth, colour type and chunk types, read from the chunk headers (no pixels)."""
+    chunks = set()
+    with open(path, "rb") as f:
+        head = f.read(33)
+        if len(head) < 33:
+            return 0, 0, chunks
+        f.seek(8)
+        while True:
+            header = f.read(8)
+            if len(header) < 8:
+                break
+            kind = header[4:]
+            chunks.add(kind)
+            if kind == b"IEND":
+                break
+            f.seek(int.from_bytes(header[:4], "big") + 4, os.SEEK_CUR)
+    return head[24], head[25], chunks
+
+
+def _bmp_plain(path) -> bool:
+    """A BMP with 24 or 32 bits per pixel, uncompressed (BI_RGB)."""
+    with open(path, "rb") as f:
+        head = f.read(34)
+    if len(head) < 34 or int.from_bytes(head[14:18], "little") < 40:
+        return False
+    return int.from_bytes(head[28:30], "little") in (24, 32) and int.from_bytes(head[30:34], "little") == 0
+
+
+def decode_dataset(paths: list[str], routes, image_size, channels: int, max_pixels: int):
+    """tf.data dataset of (uint8 image [height, width, channels], error string), one per path,
+    in order: b"" and the image, or the UnreadableImage reason and zeros (module docstring)."""
+    import tensorflow as tf
+
+    height, width = size_of(image_size)
+    n = len(paths)
+    paths_t = tf.constant([str(p) for p in paths] or [""], tf.string)
+    routes_t = tf.constant(np.asarray(routes, np.int32) if n else np.zeros([1], np.int32), tf.int32)
+    blank = tf.zeros([height, width, channels], tf.uint8)
+
+    def pillow_py(path):
+        try:
+            return decode_full(os.fsdecode(path), (height, width), max_pixels), np.bytes_(b"")
+        except UnreadableImage as exc:
+            return np.zeros((1, 1, 3), np.uint8), np.bytes_(str(exc).encode())
+
+    def pillow(path):  # L sources stay one channel: a huge gray image is not tripled in memory
+        image, error = tf.numpy_function(pillow_py, [path], [tf.uint8, tf.string], stateful=False,
+                                         name="decode_image_file")
+        return tf.ensure_shape(image, [None, None, None]), tf.ensure_shape(error, [])
+
+    def native(decode):
+        def run(path):
+            return tf.ensure_shape(decode(tf.io.read_file(path)), [None, None, None]), tf.constant(b"")
+        return run
+
+    branches = [
+        pillow,
+        *(native(lambda c, r=r: tf.io.decode_jpeg(c, channels=3, ratio=r, dct_method="INTEGER_ACCURATE"))
+          for r in (1, 2, 4, 8)),
+        native(lambda c: tf.io.decode_png(c, channels=3)),
+        native(lambda c: tf.io.decode_gif(c)[0]),
+        native(lambda c: tf.io.decode_bmp(c, channels=3)),
+        native(lambda c: tf.io.decode_webp(c, channels=3)[0]),
+    ]
+
+    def finish(image, error):
+        """Full-size L or RGB -> (height, width, channels) uint8 (an error's 1x1 zeros give zeros;
+        a tf.where on the error instead halves the throughput)."""
+        gray = tf.equal(tf.shape(image)[-1], 1)
+        if channels == 1:
+            image = tf.cond(gray, lambda: image, lambda: _luma(tf, image))
+        else:
+            image = tf.cond(gray, lambda: tf.tile(image, [1, 1, 3]), lambda: image)
+        resized = tf.image.resize(image, [height, width], method="bilinear", antialias=True)
+        out = tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+        return tf.ensure_shape(out, [height, width, channels]), error
+
+    def first(i):
+        path = paths_t[i]
+        image, error = tf.switch_case(routes_t[i], [lambda b=b: b(path) for b in branches])
+        return (i, *finish(image, error))
+
+    def again(j):  # a file a TensorFlow decoder refused: Pillow says why (or reads it)
+        return finish(*pillow(paths_t[j]))
+
+    end = tf.data.Dataset.from_tensors((tf.constant(n, tf.int64), blank, tf.constant(b"")))
+    ds = (tf.data.Dataset.range(n).map(first, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+          .ignore_errors().concatenate(end)
+          .scan(tf.constant(0, tf.int64), lambda expected, e: (e[0] + 1, (expected, *e))))
+
+    def fill(expected, i, image, error):
+        gap = tf.data.Dataset.range(expected, i).map(again)
+        return gap.concatenate(tf.data.Dataset.from_tensors((image, error)).take(tf.cast(i < n, tf.int64)))
+
+    return ds.flat_map(fill)
+
+
+def _luma(tf, image):
+    """RGB -> L exactly as Pillow's convert("L"): (19595 R + 38470 G + 7471 B + 32768) >> 16."""
+    rgb = tf.cast(image, tf.int32)
+    luma = (rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 32768) // 65536
+    return tf.cast(luma, tf.uint8)[..., None]
+
+
+def routes_of(paths: list[str], image_size, max_pixels: int) -> np.ndarray:
+    """Each file's route, where nothing was checked before (predict): a file the check refuses
+    goes to Pillow, whose decode then gives the reason."""
+    from nnrun.components.data.decode import check_file
+
+    def route(path):
+        try:
+            return check_file(path, image_size, max_pixels)
+        except UnreadableImage:
+            return PILLOW
+
+    return np.array([route(p) for p in paths], np.int32)
+
+
+def decode_one(path, image_size, channels: int, max_pixels: int, route: int | None = None) -> np.ndarray:
+    """One file through the same pipeline, eagerly (tests, and callers outside tf.data);
+    raises UnreadableImage."""
+    from nnrun.components.data.decode import check_file
+
+    if route is None:
+        route = check_file(path, image_size, max_pixels)
+    image, error = next(iter(decode_dataset([str(path)], [route], image_size, channels, max_pixels)))
+    if error.numpy():
+        raise UnreadableImage(error.numpy().decode(errors="replace"))
+    return image.numpy()
