@@ -1,20 +1,26 @@
-"""Input-pipeline throughput of image_folder with cache: memory, file and none.
+"""Input-pipeline throughput of image_folder against hand-written tf.data on the same files.
 
-Usage: python scripts/bench_stream.py [--images 2000] [--size 96] [--image-size 64] [--epochs 2]
+Usage:
+  python scripts/bench_stream.py --make-photos DIR [--images 1500]   # photo crops (needs scikit-image)
+  python scripts/bench_stream.py --path DIR --image-size 224 [--repeats 3] [--rrc]
 
-Writes a folder of JPEG/PNG images of varied sizes (two classes), builds the data set with each
-cache setting and iterates the training pipeline (shuffle, batch, augment) without a model.
-Prints one JSON line: build seconds, images/s of each epoch, and the cache's size on disk.
-The first `file` build writes the cache; the second build of the same folder reuses it.
+Each pipeline iterates one training epoch (shuffle, decode, resize, horizontal flip, batch)
+without a model; the pipelines take turns, `--repeats` times, and each figure is the median
+images/s. The last line is a JSON object with every figure and `ratios`:
+- none: nnrun `cache: none` / hand read_file + decode_jpeg + resize (antialias) + flip;
+- memory: nnrun `cache: memory` / a hand in-RAM pipeline over the same decoded array;
+- threads: nnrun `cache: none` on 2 tf.data threads / on 1 (how decode scales with cores);
+- rrc: nnrun random_resized_crop, streamed / hand sample_distorted_bounding_box +
+  decode_and_crop_jpeg (null until nnrun has the technique: issue 22 part 2).
+Targets (issue 22): none >= 1.0, rrc >= 0.9, memory >= 0.9, threads >= 1.7.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
+import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,69 +29,167 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def make_folder(root: Path, n: int, size: int) -> None:
+def make_photos(root: Path, n: int, seed: int = 0) -> None:
+    """`n` JPEGs (quality 90) in two class folders: random crops, 200-640 px a side, of the
+    photos scikit-image ships, so they decode like photos (noise does not)."""
     from PIL import Image
+    from skimage import data
 
-    rng = np.random.default_rng(0)
+    names = ["astronaut", "coffee", "chelsea", "rocket", "cat", "immunohistochemistry", "hubble_deep_field",
+             "retina", "motorcycle_left", "colorwheel", "camera", "page", "moon", "logo", "horse", "coins",
+             "grass", "gravel", "brick", "clock", "text"]
+    photos = []
+    for name in names:
+        try:
+            img = np.asarray(getattr(data, name)())
+        except Exception:  # noqa: BLE001 - a sample this scikit-image does not ship offline
+            continue
+        if img.dtype != np.uint8 or img.ndim not in (2, 3):
+            continue
+        img = img[..., :3] if img.ndim == 3 else np.repeat(img[..., None], 3, axis=-1)
+        if min(img.shape[:2]) >= 200:
+            photos.append(img)
+    rng = np.random.default_rng(seed)
     for i in range(n):
-        label = i % 2
-        folder = root / "train" / f"c{label}"
+        photo = photos[i % len(photos)]
+        h, w = photo.shape[:2]
+        ch, cw = (int(rng.integers(min(200, h), min(640, h) + 1)), int(rng.integers(min(200, w), min(640, w) + 1)))
+        top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+        folder = root / f"c{i % 2}"
         folder.mkdir(parents=True, exist_ok=True)
-        h, w = rng.integers(size // 2, size * 2, 2)
-        pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-        pixels[..., label] = 255 - pixels[..., label] // 4
-        Image.fromarray(pixels).save(folder / f"{i}.{'png' if i % 4 == 0 else 'jpg'}")
+        Image.fromarray(photo[top:top + ch, left:left + cw]).save(folder / f"{i:05d}.jpg", quality=90)
+    print(f"{n} photo crops from {len(photos)} scikit-image samples in {root}", file=sys.stderr)
 
 
-def epochs_per_second(split, epochs: int, batch_size: int, num_classes: int, image_size: int) -> list[float]:
+def one_epoch(ds) -> float:
+    start = time.perf_counter()
+    count = sum(int(x.shape[0]) for x, _ in ds)
+    return count / (time.perf_counter() - start)
+
+
+def threads(ds, n: int | None):
+    import tensorflow as tf
+
+    if n is None:
+        return ds
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = n
+    return ds.with_options(options)
+
+
+def nnrun_epochs(split, batch_size: int, num_classes: int, image_size: int, epoch: int):
     from nnrun.components.data.augment import Augment, AugmentParams
     from nnrun.components.techniques.base import TechniqueContext
     from nnrun.engine import pipeline
 
-    ctx = TechniqueContext(epochs=epochs, batch_size=batch_size, steps_per_epoch=1, image_size=image_size,
+    ctx = TechniqueContext(epochs=1, batch_size=batch_size, steps_per_epoch=1, image_size=image_size,
                            label_mode="onehot")
-    augment = Augment(AugmentParams(flip="horizontal", crop_padding=4), ctx)
-    rates = []
-    for epoch in range(epochs):
-        ds = pipeline.train_dataset(split, batch_size=batch_size, seed=0, num_classes=num_classes,
-                                    label_mode="onehot", first_epoch=epoch, last_epoch=epoch + 1,
-                                    techniques=[augment])
-        start = time.perf_counter()
-        count = sum(int(x.shape[0]) for x, _ in ds)
-        rates.append(round(count / (time.perf_counter() - start), 1))
-    return rates
+    flip = Augment(AugmentParams(flip="horizontal"), ctx)
+    return pipeline.train_dataset(split, batch_size=batch_size, seed=0, num_classes=num_classes, label_mode="onehot",
+                                  first_epoch=epoch, last_epoch=epoch + 1, techniques=[flip])
+
+
+def hand_files(files: list[str], labels: np.ndarray, image_size: int, batch_size: int, epoch: int):
+    """What a Keras user writes: read, decode, resize with antialias, flip, batch."""
+    import tensorflow as tf
+
+    def load(path, label):
+        image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
+        image = tf.image.resize(image, [image_size, image_size], antialias=True)
+        return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8), label
+
+    def flip(x, y):
+        return tf.image.stateless_random_flip_left_right(tf.cast(x, tf.float32), [epoch, 0]), y
+
+    ds = tf.data.Dataset.from_tensor_slices((files, labels)).shuffle(len(files), seed=epoch)
+    return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).map(flip).prefetch(tf.data.AUTOTUNE)
+
+
+def hand_rrc(files: list[str], labels: np.ndarray, image_size: int, batch_size: int, epoch: int):
+    """The ImageNet recipe's crop fused into the JPEG decode."""
+    import tensorflow as tf
+
+    def load(i, path, label):
+        contents = tf.io.read_file(path)
+        shape = tf.io.extract_jpeg_shape(contents)
+        begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+            shape, tf.zeros([1, 0, 4]), seed=[epoch, i], area_range=(0.08, 1.0),
+            aspect_ratio_range=(3 / 4, 4 / 3), max_attempts=10, use_image_if_no_bounding_boxes=True)
+        window = tf.stack([begin[0], begin[1], size[0], size[1]])
+        image = tf.io.decode_and_crop_jpeg(contents, window, channels=3)
+        image = tf.image.resize(image, [image_size, image_size], antialias=True)
+        return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8), label
+
+    ds = tf.data.Dataset.from_tensor_slices((tf.range(len(files), dtype=tf.int64), files, labels))
+    ds = ds.shuffle(len(files), seed=epoch).map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def hand_memory(x: np.ndarray, labels: np.ndarray, batch_size: int, epoch: int):
+    import tensorflow as tf
+
+    def flip(x, y):
+        return tf.image.stateless_random_flip_left_right(tf.cast(x, tf.float32), [epoch, 0]), y
+
+    ds = tf.data.Dataset.from_tensor_slices((x, labels)).shuffle(len(x), seed=epoch)
+    return ds.batch(batch_size).map(flip, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=2000)
-    parser.add_argument("--size", type=int, default=96, help="typical source image side (varied 0.5x-2x)")
-    parser.add_argument("--image-size", type=int, default=64, help="image_size the source resizes to")
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--path", type=Path, help="an image folder of class subfolders (JPEGs)")
+    parser.add_argument("--make-photos", type=Path, help="write a folder of photo crops here, then stop")
+    parser.add_argument("--images", type=int, default=1500)
+    parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rrc", action="store_true", help="also the RandomResizedCrop pipelines")
     args = parser.parse_args()
+    if args.make_photos:
+        make_photos(args.make_photos, args.images)
+        return
+    if args.path is None:
+        parser.error("--path DIR (or --make-photos DIR first)")
 
     from nnrun.components.data import image_folder
+    from nnrun.components.data.image_folder import image_files
 
-    tmp = Path(tempfile.mkdtemp(prefix="nnrun-bench-stream-"))
-    try:
-        make_folder(tmp / "imgs", args.images, args.size)
-        out: dict = {"images": args.images, "image_size": args.image_size}
-        for label, cache in (("memory", "memory"), ("file", "file"), ("file_reused", "file"), ("none", "none")):
-            params = {"path": str(tmp / "imgs"), "image_size": args.image_size, "cache": cache,
-                      "validation_split": 0.1}
-            if cache == "file":
-                params["cache_dir"] = str(tmp / "cache")
-            start = time.perf_counter()
-            data = image_folder.build(image_folder.ImageFolderParams(**params))
-            build_s = round(time.perf_counter() - start, 2)
-            rates = epochs_per_second(data.split("train"), args.epochs, args.batch_size, data.num_classes,
-                                      args.image_size)
-            out[label] = {"build_s": build_s, "images_per_s": rates}
-        out["cache_mb"] = round(sum(f.stat().st_size for f in (tmp / "cache").rglob("*") if f.is_file()) / 2**20, 1)
-        print(json.dumps(out))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    size, batch = args.image_size, args.batch_size
+    classes = sorted(d.name for d in args.path.iterdir() if d.is_dir())
+    files = [(str(f), i) for i, c in enumerate(classes) for f in image_files(args.path / c)]
+    paths, labels = [f for f, _ in files], np.array([y for _, y in files], np.int32)
+    build = {}
+    data = {}
+    for cache in ("none", "memory"):
+        start = time.perf_counter()
+        data[cache] = image_folder.build(image_folder.ImageFolderParams(
+            path=str(args.path), image_size=size, cache=cache, validation_split=0.05))
+        build[cache] = round(time.perf_counter() - start, 2)
+    memory_x = np.asarray(data["memory"].split("train").x)
+    memory_y = data["memory"].split("train").y
+    n_classes = data["none"].num_classes
+    pipelines = {
+        "nnrun_none": lambda e: nnrun_epochs(data["none"].split("train"), batch, n_classes, size, e),
+        "nnrun_none_1_thread": lambda e: threads(nnrun_epochs(data["none"].split("train"), batch, n_classes, size, e), 1),
+        "nnrun_none_2_threads": lambda e: threads(nnrun_epochs(data["none"].split("train"), batch, n_classes, size, e), 2),
+        "hand_none": lambda e: hand_files(paths, labels, size, batch, e),
+        "nnrun_memory": lambda e: nnrun_epochs(data["memory"].split("train"), batch, n_classes, size, e),
+        "hand_memory": lambda e: hand_memory(memory_x, memory_y, batch, e),
+    }
+    if args.rrc:
+        pipelines["hand_rrc"] = lambda e: hand_rrc(paths, labels, size, batch, e)
+    rates: dict[str, list[float]] = {name: [] for name in pipelines}
+    for epoch in range(args.repeats):  # interleaved: a slow moment of the machine hits every pipeline
+        for name, make in pipelines.items():
+            rates[name].append(round(one_epoch(make(epoch)), 1))
+            print(f"repeat {epoch + 1}: {name} {rates[name][-1]} images/s", file=sys.stderr, flush=True)
+    median = {name: statistics.median(r) for name, r in rates.items()}
+    ratios = {"none": round(median["nnrun_none"] / median["hand_none"], 3),
+              "memory": round(median["nnrun_memory"] / median["hand_memory"], 3),
+              "threads": round(median["nnrun_none_2_threads"] / median["nnrun_none_1_thread"], 3),
+              "rrc": None}
+    print(json.dumps({"path": str(args.path), "files": len(paths), "image_size": size, "batch_size": batch,
+                      "build_s": build, "images_per_s": rates, "median": median, "ratios": ratios}))
 
 
 if __name__ == "__main__":
