@@ -161,9 +161,10 @@ def _decoded(p: ImageFolderParams, files: list[Path], labels: np.ndarray, routes
     decoded by graph_decode.decode_dataset (TensorFlow's decoders for ordinary files, Pillow
     for the rest, in parallel). What a file that still does not decode (or changed since) does:
 
-    - "record" (writing the file cache): a blank image, and (path, reason) appended to `failures`.
-      The write must not raise: Dataset.save deadlocks on an error after its first element
-      (tensorflow#61736). The caller discards such a cache and names the files.
+    - "record" (writing the file cache, or filling memory): a blank image, and (path, reason)
+      appended to `failures`. A cache write must not raise: Dataset.save deadlocks on an error
+      after its first element (tensorflow#61736). The caller discards such a cache (or such
+      images) and names the files.
     - "fail" (cache: none): a line naming the file and the reason on stderr, then an error that
       stops the run (Keras reports it as "Graph execution error", hence the line first).
     - "blank" (cache: none with skip_invalid): the same line, and a blank image in its place, so
