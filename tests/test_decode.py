@@ -20,7 +20,8 @@ from PIL import Image
 
 from nnrun.components.data import image_folder
 from nnrun.components.data.decode import MAX_PIXELS, UnreadableImage, check_file
-from nnrun.components.data.graph_decode import PILLOW, ROUTE_NAMES, decode_dataset, decode_one
+from nnrun.components.data.graph_decode import decode_dataset, decode_one
+from nnrun.components.data.routes import PILLOW, ROUTE_NAMES
 from nnrun.errors import ConfigError
 
 

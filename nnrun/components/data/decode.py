@@ -39,6 +39,8 @@ import os
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from nnrun.components.data.routes import orientation, route_of
+
 MAX_PIXELS = 89_478_485  # default pixel budget per image: Pillow's own MAX_IMAGE_PIXELS
 STRIP_ROWS = 256  # rows of a deep image converted at a time
 Image.MAX_IMAGE_PIXELS = None  # the budget is ours (max_pixels), checked before decoding
@@ -101,8 +103,6 @@ def check_file(path, image_size: int | tuple[int, int] = 8, max_pixels: int = MA
     no inflating); a JPEG ends with its end-of-image marker (a truncated download does not).
     Anything else (other formats, a JPEG with trailing bytes) is decoded. Returns the file's
     route for graph_decode (which decoder reads it at `image_size`); raises UnreadableImage."""
-    from nnrun.components.data.graph_decode import route_of
-
     try:
         with Image.open(path) as img:
             if img.mode not in SUPPORTED_MODES:
@@ -151,13 +151,6 @@ def size_of(image_size) -> tuple[int, int]:
         return int(image_size), int(image_size)
     height, width = image_size
     return int(height), int(width)
-
-
-def orientation(img: Image.Image) -> int:
-    try:
-        return int(img.getexif().get(0x0112, 1))
-    except Exception:  # noqa: BLE001 - a broken EXIF block must not make a good image unreadable
-        return 1
 
 
 def _eight_bit(img: Image.Image) -> Image.Image:

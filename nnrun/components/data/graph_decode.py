@@ -2,7 +2,7 @@
 `nnrun predict`): a tf.data pipeline, so ordinary files decode in TensorFlow's kernels, in
 tf.data's threads, without the GIL. The same file gives the same pixels wherever it is read.
 
-Each file gets a route when the file list is built (`route_of`, from its header):
+Each file gets a route when the file list is built (routes.py, from its header):
 - TensorFlow's own decoders for what they decode exactly as Pillow does (measured on TF 2.21):
   8-bit JPEG in L or RGB without EXIF rotation (`decode_jpeg` with INTEGER_ACCURATE, Pillow's
   DCT, and the same reduced DCT scale as Pillow's `draft`), 8-bit PNG (gray, RGB, RGBA,
@@ -28,61 +28,7 @@ import os
 import numpy as np
 
 from nnrun.components.data.decode import UnreadableImage, decode_full, size_of
-
-PILLOW, JPEG1, JPEG2, JPEG4, JPEG8, PNG, GIF, BMP, WEBP = range(9)
-ROUTE_NAMES = ("pillow", "jpeg", "jpeg/2", "jpeg/4", "jpeg/8", "png", "gif", "bmp", "webp")
-_JPEG_BY_SCALE = {1: JPEG1, 2: JPEG2, 4: JPEG4, 8: JPEG8}
-
-
-def route_of(img, path, scale: int) -> int:
-    """The route of a file opened by Pillow (header only; `scale`: the DCT scale its draft chose)."""
-    from nnrun.components.data.decode import orientation
-
-    fmt, mode, info = img.format, img.mode, img.info
-    if fmt == "PNG":  # from the chunk list: Pillow's getexif would decode a PNG to look for EXIF
-        depth, colour, chunks = _png_chunks(path)
-        return PNG if depth == 8 and colour in (0, 2, 3, 6) and not {b"tRNS", b"eXIf"} & chunks else PILLOW
-    if orientation(img) != 1:
-        return PILLOW
-    if fmt == "JPEG" and mode in ("L", "RGB") and scale in _JPEG_BY_SCALE:
-        return _JPEG_BY_SCALE[scale]
-    if fmt == "GIF" and mode in ("P", "L") and "transparency" not in info and getattr(img, "n_frames", 1) == 1:
-        return GIF
-    if fmt == "BMP" and mode == "RGB" and _bmp_plain(path):
-        return BMP
-    if fmt == "WEBP" and mode == "RGB" and getattr(img, "n_frames", 1) == 1:
-        return WEBP
-    return PILLOW
-
-
-def _png_chunks(path) -> tuple[int, int, set]:
-    """A PNG's bit depth, colour type and chunk types, read from the chunk headers (no pixels)."""
-    chunks = set()
-    with open(path, "rb") as f:
-        head = f.read(33)
-        if len(head) < 33:
-            return 0, 0, chunks
-        f.seek(8)
-        while True:
-            header = f.read(8)
-            if len(header) < 8:
-                break
-            kind = header[4:]
-            chunks.add(kind)
-            if kind == b"IEND":
-                break
-            f.seek(int.from_bytes(header[:4], "big") + 4, os.SEEK_CUR)
-    return head[24], head[25], chunks
-
-
-def _bmp_plain(path) -> bool:
-    """A BMP with 24 or 32 bits per pixel, uncompressed (BI_RGB)."""
-    with open(path, "rb") as f:
-        head = f.read(34)
-    if len(head) < 34 or int.from_bytes(head[14:18], "little") < 40:
-        return False
-    return int.from_bytes(head[28:30], "little") in (24, 32) and int.from_bytes(head[30:34], "little") == 0
-
+from nnrun.components.data.routes import PILLOW
 
 def decode_dataset(paths: list[str], routes, image_size, channels: int, max_pixels: int):
     """tf.data dataset of (uint8 image [height, width, channels], error string), one per path,
