@@ -138,10 +138,15 @@ def _load(files: list[Path], labels: np.ndarray, p: ImageFolderParams) -> Split:
     if failures:
         failed = {f for f, _ in failures}
         keep = np.array([str(f) not in failed for f in files], bool)
-        by_name = {str(f): f for f in files}
-        _keep_readable(files, labels, sorted((by_name.get(f, Path(f)), why) for f, why in failures), p)
+        _keep_readable(files, labels, _as_files(files, failures), p)
         x, labels = x[keep], labels[keep]
     return Split(x, labels)
+
+
+def _as_files(files: list[Path], failures: list) -> list:
+    """The pipeline's (path text, reason) failures as sorted (file, reason) pairs."""
+    by_name = {str(f): f for f in files}
+    return sorted((by_name.get(f, Path(f)), why) for f, why in failures)
 
 
 def _check_files(files: list[Path], labels: np.ndarray, p: ImageFolderParams):
@@ -232,8 +237,7 @@ def _stream(name: str, files: list[Path], labels: np.ndarray, p: ImageFolderPara
         read = cached(lambda: _decoded(p, files, labels, routes, "record", failures), key, p, labels)
         if failures:
             shutil.rmtree(cache_path(key, p), ignore_errors=True)
-        by_name = {str(f): f for f in files}
-        return read, sorted((by_name.get(f, Path(f)), why) for f, why in failures)
+        return read, _as_files(files, failures)
 
     read, bad = write(files, labels)
     if bad:
