@@ -266,7 +266,7 @@ def test_predict_decodes_a_runs_files_to_the_pixels_training_saw(tmp_path):
     root = _folder(tmp_path / "imgs")
     data = image_folder.build(image_folder.ImageFolderParams(path=str(root), image_size=12))
     files = image_folder.image_files(root / "train")
-    facts = SimpleNamespace(input_shape=(12, 12, 3), input_dtype="uint8", preprocess=None)
+    facts = SimpleNamespace(input_shape=(12, 12, 3), input_dtype="uint8", preprocess=None, train_size=None)
     predicted = [x for xs, _ in batches(Rows([str(f) for f in files], [None] * len(files), paths=[str(f) for f in files]),
                                         facts, batch_size=8) for x in xs.numpy()]
     assert sorted(x.tobytes() for x in predicted) == sorted(x.tobytes() for x in data.split("train").x)

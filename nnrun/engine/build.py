@@ -28,7 +28,8 @@ def technique_context(cfg: RunConfig, data, run_dir=None, num_train: int | None 
     return TechniqueContext(
         epochs=cfg.train.epochs, batch_size=cfg.data.batch_size,
         steps_per_epoch=steps_per_epoch(num_train, cfg.data.batch_size),
-        image_size=data.input_shape[0] if len(data.input_shape) == 3 else None,
+        image_size=(data.train_size or data.input_shape[0]) if len(data.input_shape) == 3 else None,
+        stored_size=data.input_shape[0] if data.train_size else None,
         label_mode=label_mode(cfg, data), run_dir=run_dir,
         gradient_accumulation_steps=cfg.train.gradient_accumulation_steps or 1,
     )

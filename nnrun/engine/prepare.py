@@ -50,6 +50,10 @@ def prepare(cfg: RunConfig, run_dir=None, lr_scale: float = 1.0) -> Prepared:
     techniques = build.build_techniques(cfg, ctx)
     for technique in techniques:
         technique.check(data)
+    if data.train_size and not any(t.crops_stored_images for t in techniques):
+        raise ConfigError(f"keeps images at {data.input_shape[0]} px for a cropping technique to make "
+                          f"{data.train_size} px training images from; add train.techniques.random_resized_crop "
+                          "(or remove storage_size)", "data.params.storage_size")
     _check_monitors(cfg, data)
     with strategy.scope():
         try:

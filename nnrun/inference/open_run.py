@@ -31,6 +31,7 @@ class DataFacts:
     input_dtype: str
     preprocess: dict | None
     task: str = "classification"
+    train_size: int | None = None  # image_folder's storage_size: the side training crops to
 
     @property
     def is_image(self) -> bool:
@@ -58,7 +59,8 @@ class FinishedRun:
 
             record = build_data(self.cfg).describe()
         return DataFacts(list(record["class_names"]), int(record["num_classes"]), tuple(record["input_shape"]),
-                         record["input_dtype"], record.get("preprocess"), record.get("task", "classification"))
+                         record["input_dtype"], record.get("preprocess"), record.get("task", "classification"),
+                         record.get("train_size"))
 
     def eval_techniques(self, num_train: int | None = None) -> list:
         """The run's techniques, built as in training, for their eval transforms (e.g. eval_size).

@@ -118,7 +118,7 @@ def batches(rows: Rows, facts, batch_size: int, max_pixels: int | None = None):
         max_pixels = max_pixels or MAX_PIXELS
         height, width, channels = facts.input_shape
         ds = decode_dataset(rows.paths, routes_of(rows.paths, (height, width), max_pixels), (height, width),
-                            channels, max_pixels)
+                            channels, max_pixels, keep_aspect=bool(facts.train_size))
         if facts.input_dtype != "uint8":
             ds = ds.map(lambda image, error: (as_run_inputs(tf, image, facts), error))
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -50,6 +50,9 @@ class DataBundle:
     # predict and exports take raw inputs): {"rescale": s, "mean": [...] | None, "std": [...] | None},
     # mean/std per channel after rescaling; None: the raw inputs are the model inputs.
     preprocess: dict | None = None
+    # image_folder's storage_size: images are stored at input_shape (short side resized, aspect
+    # kept, centre square) and a cropping technique (random_resized_crop) makes them train_size.
+    train_size: int | None = None
 
     @property
     def input_dtype(self) -> str:
@@ -62,7 +65,8 @@ class DataBundle:
         return {"class_names": list(self.class_names), "num_classes": self.num_classes,
                 "input_shape": list(self.input_shape), "input_dtype": self.input_dtype,
                 "preprocess": self.preprocess, "task": self.task,
-                "num_train": len(self.splits["train"]) if "train" in self.splits else None}
+                "num_train": len(self.splits["train"]) if "train" in self.splits else None,
+                **({"train_size": self.train_size} if self.train_size else {})}
 
     def split(self, name: str) -> Split:
         if name not in self.splits:

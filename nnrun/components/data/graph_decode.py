@@ -12,7 +12,9 @@ Each file gets a route when the file list is built (routes.py, from its header):
   EXIF-rotated, MPO, palette or gray with alpha, and any other mode (decode.py's rules).
 Both give the full-size 8-bit RGB image; then, for every route alike: ITU-R 601-2 luma in
 Pillow's integer arithmetic for one channel, and `tf.image.resize` (bilinear, antialiased),
-rounded to uint8. Defining the resize in TensorFlow for all files makes the routes agree.
+rounded to uint8. Defining the resize in TensorFlow for all files makes the routes agree. The
+resize is to image_size x image_size, or (`keep_aspect`, image_folder's storage_size) the short
+side to image_size with the aspect ratio kept, then the centre image_size square.
 
 Errors: a TensorFlow decode op that fails raises inside tf.data, where it carries no file name
 and, inside Dataset.save, deadlocks (tensorflow#61736). So every file is tagged with its index,
@@ -30,7 +32,7 @@ import numpy as np
 from nnrun.components.data.decode import UnreadableImage, decode_full, size_of
 from nnrun.components.data.routes import PILLOW
 
-def decode_dataset(paths: list[str], routes, image_size, channels: int, max_pixels: int):
+def decode_dataset(paths: list[str], routes, image_size, channels: int, max_pixels: int, keep_aspect: bool = False):
     """tf.data dataset of (uint8 image [height, width, channels], error string), one per path,
     in order: b"" and the image, or the UnreadableImage reason and zeros (module docstring)."""
     import tensorflow as tf
@@ -75,7 +77,10 @@ def decode_dataset(paths: list[str], routes, image_size, channels: int, max_pixe
             image = tf.cond(gray, lambda: image, lambda: _luma(tf, image))
         else:
             image = tf.cond(gray, lambda: tf.tile(image, [1, 1, 3]), lambda: image)
-        resized = tf.image.resize(image, [height, width], method="bilinear", antialias=True)
+        if keep_aspect:
+            resized = _short_side_square(tf, image, height)
+        else:
+            resized = tf.image.resize(image, [height, width], method="bilinear", antialias=True)
         out = tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
         return tf.ensure_shape(out, [height, width, channels]), error
 
@@ -99,6 +104,18 @@ def decode_dataset(paths: list[str], routes, image_size, channels: int, max_pixe
     return ds.flat_map(fill)
 
 
+def _short_side_square(tf, image, side: int):
+    """The short side resized to `side` (the long one rounded to keep the aspect ratio), then
+    the centre side x side square (offsets rounded down, as Keras' CenterCrop)."""
+    shape = tf.shape(image)
+    h, w = shape[0], shape[1]
+    short = tf.minimum(h, w)
+    new_h = tf.maximum(side, (2 * h * side + short) // (2 * short))
+    new_w = tf.maximum(side, (2 * w * side + short) // (2 * short))
+    resized = tf.image.resize(image, tf.stack([new_h, new_w]), method="bilinear", antialias=True)
+    return resized[(new_h - side) // 2:(new_h - side) // 2 + side, (new_w - side) // 2:(new_w - side) // 2 + side]
+
+
 def _luma(tf, image):
     """RGB -> L exactly as Pillow's convert("L"): (19595 R + 38470 G + 7471 B + 32768) >> 16."""
     rgb = tf.cast(image, tf.int32)
@@ -120,14 +137,15 @@ def routes_of(paths: list[str], image_size, max_pixels: int) -> np.ndarray:
     return np.array([route(p) for p in paths], np.int32)
 
 
-def decode_one(path, image_size, channels: int, max_pixels: int, route: int | None = None) -> np.ndarray:
+def decode_one(path, image_size, channels: int, max_pixels: int, route: int | None = None,
+               keep_aspect: bool = False) -> np.ndarray:
     """One file through the same pipeline, eagerly (tests, and callers outside tf.data);
     raises UnreadableImage."""
     from nnrun.components.data.decode import check_file
 
     if route is None:
         route = check_file(path, image_size, max_pixels)
-    image, error = next(iter(decode_dataset([str(path)], [route], image_size, channels, max_pixels)))
+    image, error = next(iter(decode_dataset([str(path)], [route], image_size, channels, max_pixels, keep_aspect)))
     if error.numpy():
         raise UnreadableImage(error.numpy().decode(errors="replace"))
     return image.numpy()

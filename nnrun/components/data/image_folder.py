@@ -4,7 +4,8 @@ Layouts: `path/train/<class>/*` with an optional `path/val/` (or `validation/`, 
 `path/<class>/*` with `validation_split`. Every cache mode decodes through the same pipeline
 (graph_decode.py: TensorFlow's decoders for ordinary JPEG/PNG/GIF/BMP/WebP, Pillow for the
 rest, 16-bit scaled to 8, EXIF orientation applied, alpha dropped, an antialiased bilinear
-resize to `image_size`), so a file gives the same pixels in each. Every file is checked by
+resize to `image_size`, or with `storage_size` the short side to it, aspect kept, centre
+square), so a file gives the same pixels in each. Every file is checked by
 name first (decode.check_file, which also picks its route). With `cache: memory` (default) the
 images are decoded once, at build time, so a corrupt or non-image file is reported by name,
 with the reason, before a run directory exists (keras.utils.image_dataset_from_directory would
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from nnrun.components.data.base import DataBundle, Split
 from nnrun.components.data.decode import MAX_PIXELS, UnreadableImage, check_file
@@ -35,7 +36,12 @@ VAL_DIRS = ("val", "validation")
 
 class ImageFolderParams(ImagePreprocess, StreamOptions):
     path: str = Field(description="folder with train/ (and val/ or test/) subfolders, or one folder of class folders")
-    image_size: int = Field(32, ge=8, le=1024, description="height and width every image is resized to")
+    image_size: int = Field(32, ge=8, le=1024, description="height and width every image is resized to (the "
+                            "training size)")
+    storage_size: int | None = Field(None, ge=8, le=2048, description="keep images larger than image_size: the short "
+                                     "side resized to this, the aspect ratio kept, the centre square stored; a "
+                                     "cropping technique (random_resized_crop) makes the training images from it. "
+                                     "Default: every image resized to image_size x image_size")
     color_mode: Literal["rgb", "grayscale"] = Field("rgb", description="decode to 3 channels or 1")
     validation_split: float | None = Field(
         None, gt=0, lt=1, description="hold out this fraction of train (per class) when there is no val/ folder"
@@ -45,6 +51,17 @@ class ImageFolderParams(ImagePreprocess, StreamOptions):
                             "pixels (a JPEG counted at the reduced scale it is decoded at) is unreadable; bounds "
                             "the memory a decode needs (default: Pillow's MAX_IMAGE_PIXELS)")
     seed: int = Field(0, ge=0, description="seed of the validation_split hold-out and of the streamed file order")
+
+    @model_validator(mode="after")
+    def _storage(self):
+        if self.storage_size is not None and self.storage_size < self.image_size:
+            raise ValueError(f"storage_size ({self.storage_size}) must be at least image_size ({self.image_size})")
+        return self
+
+    @property
+    def stored(self) -> int:
+        """The side of the stored images."""
+        return self.storage_size or self.image_size
 
 
 def _classes(root: Path) -> list[str]:
@@ -132,7 +149,7 @@ def _load(files: list[Path], labels: np.ndarray, p: ImageFolderParams) -> Split:
     the streamed modes, so that each mode gives the same pixels by construction."""
     files, labels, routes = _check_files(files, labels, p)
     failures: list = []
-    x = np.empty((len(files), p.image_size, p.image_size, _channels(p)), np.uint8)
+    x = np.empty((len(files), p.stored, p.stored, _channels(p)), np.uint8)
     for i, (image, _) in enumerate(_decoded(p, files, labels, routes, "record", failures).as_numpy_iterator()):
         x[i] = image
     if failures:
@@ -153,7 +170,7 @@ def _check_files(files: list[Path], labels: np.ndarray, p: ImageFolderParams):
     """Check each file up front (decode.check_file: the header, a PNG's checksums, a JPEG's end
     marker; other formats are decoded), so a bad file is named now rather than failing a
     tf.data op later; (files, labels, routes) of the readable ones."""
-    results = _each(lambda f: check_file(f, p.image_size, p.max_pixels), files)
+    results = _each(lambda f: check_file(f, p.stored, p.max_pixels), files)
     route = {f: r for f, r in zip(files, results) if not isinstance(r, UnreadableImage)}
     files, labels = _keep_readable(files, labels, [(f, str(r)) for f, r in zip(files, results)
                                                    if isinstance(r, UnreadableImage)], p)
@@ -201,7 +218,8 @@ def _decoded(p: ImageFolderParams, files: list[Path], labels: np.ndarray, routes
         with tf.control_dependencies([done]):
             return tf.identity(image), label
 
-    decoded = decode_dataset([str(f) for f in files], routes, p.image_size, _channels(p), p.max_pixels)
+    decoded = decode_dataset([str(f) for f in files], routes, p.stored, _channels(p), p.max_pixels,
+                             keep_aspect=p.storage_size is not None)
     ds = tf.data.Dataset.zip(tf.data.Dataset.from_tensor_slices(([str(f) for f in files], labels)), decoded)
     return ds.map(lambda pair, out: check(*pair, *out), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
@@ -214,6 +232,7 @@ def _stream(name: str, files: list[Path], labels: np.ndarray, p: ImageFolderPara
     listing = hashlib.sha256("\n".join(f"{f.resolve()}|{s.st_size}|{s.st_mtime_ns}"
                                         for f, s in ((f, f.stat()) for f in files)).encode()).hexdigest()
     key = {"source": "image_folder", "split": name, "image_size": p.image_size, "color_mode": p.color_mode,
+           **({"storage_size": p.storage_size} if p.storage_size is not None else {}),
            "skip_invalid": p.skip_invalid, "seed": p.seed, "files": listing, "count": len(files)}
     found = reuse(key, p)
     if found is not None:
@@ -299,7 +318,9 @@ def build(p: ImageFolderParams) -> DataBundle:
     listed = _splits(root, classes, parts, p)
     if p.cache != "memory":
         streams = _per_split(listed, lambda name, files, labels: _stream(name, files, labels, p))
-        return finish_streams(streams, p, classes, len(classes), "image_folder",
-                              (p.image_size, p.image_size, _channels(p)))
-    splits = _per_split(listed, lambda name, files, labels: _load(files, labels, p))
-    return finish_images(splits, p, classes, len(classes), "image_folder")
+        data = finish_streams(streams, p, classes, len(classes), "image_folder", (p.stored, p.stored, _channels(p)))
+    else:
+        data = finish_images(_per_split(listed, lambda name, files, labels: _load(files, labels, p)), p, classes,
+                             len(classes), "image_folder")
+    data.train_size = p.image_size if p.storage_size is not None else None
+    return data
