@@ -48,6 +48,7 @@ CATALOG = (
     "nnrun.components.techniques.ema",
     "nnrun.components.techniques.randaugment",
     "nnrun.components.techniques.random_erasing",
+    "nnrun.components.techniques.random_resized_crop",
     "nnrun.explain.gradcam",
     "nnrun.explain.gradcam_pp",
     "nnrun.explain.integrated_gradients",

@@ -119,11 +119,18 @@ def _shard_by_data(tf, ds):
 
 def eval_inputs(tf, x, techniques=()):
     """A batch of raw inputs as the model sees them at evaluation: cast, then each technique's eval
-    transform (e.g. progressive resizing's eval_size). Shared by validation, evaluate and predict."""
+    transform (e.g. progressive resizing's eval_size), in ascending priority (the centre crop
+    before the resize to eval_size). Shared by validation, evaluate and predict."""
     x = model_inputs(tf, x)
-    for t in techniques:
-        x = t.eval_transform(x)
+    for layer in eval_layers(techniques):
+        x = layer(x)
     return x
+
+
+def eval_layers(techniques) -> list:
+    """The techniques' eval-time Keras layers in the order they apply (ascending priority), for
+    the evaluation pipeline and the layers exports put inside the model."""
+    return [layer for t in sorted(techniques, key=lambda t: t.priority) for layer in t.eval_layers()]
 
 
 def eval_dataset(split: Split, *, batch_size: int, num_classes: int, label_mode: str, techniques=()):

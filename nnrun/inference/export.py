@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nnrun.engine.pipeline import eval_layers
 from nnrun.rundir import RunDir, atomic_write, now_iso
 from nnrun.errors import RunFailed, UsageError
 
@@ -52,7 +53,7 @@ def raw_input_model(model, facts, techniques):
     import keras
     from keras import ops
 
-    layers = [layer for t in techniques for layer in t.eval_layers()]
+    layers = eval_layers(techniques)
     integer_images = facts.is_image and "int" in facts.input_dtype
     if not layers and not integer_images:
         return model
@@ -211,7 +212,7 @@ def export(run_dir: str | Path, fmt: str = "keras", checkpoint: str = "best") ->
     result = {"format": fmt, "path": str(target), "checkpoint": checkpoint, "checked_inputs": len(expected),
               "max_abs_diff": diff, "exported_at": now_iso(),
               "inputs": {"shape": [None, *facts.input_shape], "dtype": facts.input_dtype,
-                         "eval_layers": [layer.name for t in techniques for layer in t.eval_layers()]},
+                         "eval_layers": [layer.name for layer in eval_layers(techniques)]},
               "outputs": "logits" if facts.task == "classification" else "embeddings"}
     manifest = directory / "export.json"
     try:

@@ -14,16 +14,18 @@ class TechniqueContext:
     epochs: int
     batch_size: int
     steps_per_epoch: int
-    image_size: int | None
+    image_size: int | None  # the side the model trains on
     label_mode: str
     techniques: dict = field(default_factory=dict)  # name -> Technique, for techniques that cooperate
     run_dir: Any = None
     gradient_accumulation_steps: int = 1  # batches per optimizer step (train.gradient_accumulation_steps)
+    stored_size: int | None = None  # the side of the stored images, when larger (image_folder's storage_size)
 
 
 class Technique:
     name = "technique"
-    priority = 50  # batch transforms run in ascending priority (resize before mixing)
+    priority = 50  # batch transforms and eval layers run in ascending priority (resize before mixing)
+    crops_stored_images = False  # True: turns images stored larger than the training size into it
 
     def check(self, data) -> None:
         """Reject a data set this technique cannot use (ConfigError), before any run directory exists."""
@@ -45,15 +47,9 @@ class Technique:
 
     def eval_layers(self) -> list:
         """Keras layers that transform validation/test/predict inputs (e.g. the final image size).
-        `eval_transform` applies them in the pipeline and exports put them inside the model, so
-        both run the same code."""
+        pipeline.eval_inputs applies them and exports put them inside the model, so both run
+        the same code."""
         return []
-
-    def eval_transform(self, images):
-        """Transform of validation/test batches: the eval layers, in order."""
-        for layer in self.eval_layers():
-            images = layer(images)
-        return images
 
     def phase_boundaries(self) -> list[int]:
         """Epochs at which training changes phase (e.g. unfreezing): `fit` is split there."""

@@ -46,6 +46,7 @@ class ProgressiveResizing(Technique):
         if ctx.image_size is None:
             raise ConfigError("works on image data only", "train.techniques.progressive_resizing")
         self.p = p
+        self.ctx = ctx
         if p.sizes is not None:
             sizes, lengths = list(p.sizes), list(p.epochs)
         else:
@@ -80,6 +81,8 @@ class ProgressiveResizing(Technique):
     def batch_transform(self, images, labels, epoch, key):
         import tensorflow as tf
 
+        if "random_resized_crop" in self.ctx.techniques:  # it resizes its crops to size_for_epoch itself
+            return images, labels
         table = tf.constant([self.size_for_epoch(e) for e in range(len(self.stage_of_epoch))], tf.int32)
         size = tf.gather(table, tf.minimum(tf.cast(epoch, tf.int32), len(self.stage_of_epoch) - 1))
         return tf.image.resize(images, tf.stack([size, size]), antialias=True), labels

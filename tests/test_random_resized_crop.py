@@ -1,0 +1,239 @@
+"""random_resized_crop and image_folder's storage_size: torchvision's draw, the crop resized as
+a bilinear resize with aligned corners would, the centre-crop eval layers (in exports too), stored images that keep
+the aspect ratio in every cache mode and predict, and exact resume after a kill mid-epoch."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_cli
+
+
+def _tf():
+    import tensorflow as tf
+
+    return tf
+
+
+def _torchvision_areas(height, width, n, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+    """Crop areas (fractions) of torchvision's RandomResizedCrop.get_params, in numpy."""
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(n):
+        for _ in range(10):
+            target = height * width * rng.uniform(*scale)
+            aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+            w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+            if 0 < w <= width and 0 < h <= height:
+                out.append(h * w / (height * width))
+                break
+        else:
+            out.append(min(height, round(width / ratio[0])) * min(width, round(height * ratio[1])) / (height * width))
+    return np.array(out)
+
+
+def test_crops_follow_torchvisions_draw_and_are_a_pure_function_of_the_key():
+    from nnrun.components.techniques.random_resized_crop import crop_boxes
+
+    tf = _tf()
+    key = tf.constant([3, 4], tf.int64)
+    top, left, h, w = (v.numpy() for v in crop_boxes(tf, key, 4000, 40, 60, (0.08, 1.0), (3 / 4, 4 / 3)))
+    assert (top >= 0).all() and (left >= 0).all() and (top + h <= 40).all() and (left + w <= 60).all()
+    area, ratio = h * w / (40 * 60), w / h
+    reference = _torchvision_areas(40, 60, 20000)  # the rejection of big draws shifts the mean
+    assert 0.06 <= area.min() and abs(area.mean() - reference.mean()) < 0.02
+    assert abs(np.median(area) - np.median(reference)) < 0.03
+    assert ratio.min() >= 0.7 and ratio.max() <= 1.4
+    assert len(set(zip(top, left, h, w))) > 3000  # per example, not per batch
+    again = [v.numpy() for v in crop_boxes(tf, key, 4000, 40, 60, (0.08, 1.0), (3 / 4, 4 / 3))]
+    np.testing.assert_array_equal(again[0], top)
+    other = crop_boxes(tf, tf.constant([3, 5], tf.int64), 4000, 40, 60, (0.08, 1.0), (3 / 4, 4 / 3))[0].numpy()
+    assert (other != top).mean() > 0.5
+    # a scale no draw can fit (a 10x area) falls back to the centre crop, ratio clamped
+    top, left, h, w = (v.numpy() for v in crop_boxes(tf, key, 8, 20, 60, (1.0, 1.0), (1.0, 2.0)))
+    assert (h == 20).all() and (w == 40).all() and (left == 10).all() and (top == 0).all()
+
+
+def test_each_crop_is_resized_from_its_own_pixels_with_the_corners_aligned():
+    from nnrun.components.techniques.random_resized_crop import resize_crops
+
+    tf = _tf()
+    images = tf.constant(np.random.default_rng(0).uniform(0, 255, (3, 30, 24, 3)), tf.float32)
+    top, left, h, w = [5, 0, 2], [3, 0, 10], [11, 30, 25], [17, 24, 9]
+    out = resize_crops(tf, images, tf.constant(top), tf.constant(left), tf.constant(h), tf.constant(w), 14).numpy()
+    for i in range(3):
+        crop = images[i, top[i]:top[i] + h[i], left[i]:left[i] + w[i]]
+        expected = tf.compat.v1.image.resize_bilinear(crop[None], [14, 14], align_corners=True)[0].numpy()
+        np.testing.assert_allclose(out[i], expected, atol=2e-3, err_msg=str(i))
+
+
+def _technique(stored, size, crop_pct=0.875, **extra):
+    from nnrun import registry
+    from nnrun.components.techniques.base import TechniqueContext
+
+    component = registry.get("technique", "random_resized_crop")
+    ctx = TechniqueContext(epochs=2, batch_size=4, steps_per_epoch=3, image_size=size, label_mode="onehot",
+                           stored_size=stored if stored != size else None)
+    return component.builder(component.params.model_validate({"crop_pct": crop_pct, **extra}), ctx)
+
+
+def test_eval_layers_take_the_centre_crop_pct_and_resize_it_antialiased():
+    from nnrun.engine.pipeline import eval_inputs
+
+    tf = _tf()
+    images = np.random.default_rng(1).integers(0, 256, (2, 40, 40, 3)).astype(np.uint8)
+    out = eval_inputs(tf, tf.constant(images), [_technique(40, 16, crop_pct=0.85)]).numpy()
+    side = round(40 * 0.85)  # 34, offset 3
+    expected = tf.image.resize(images[:, 3:37, 3:37].astype(np.float32), [16, 16], antialias=True).numpy()
+    np.testing.assert_allclose(out, expected, atol=1e-3)
+    assert side == 34
+    # stored at 256 for 224 with crop_pct 0.875: the centre 224 as it is (timm's eval transform)
+    assert [layer.name for layer in _technique(256, 224).eval_layers()] == ["eval_centre_crop"]
+    assert _technique(32, 32, crop_pct=1.0).eval_layers() == []
+
+
+def test_with_progressive_resizing_the_crop_is_that_epochs_size_and_resized_once():
+    from nnrun import registry
+    from nnrun.components.techniques.base import TechniqueContext
+
+    tf = _tf()
+    ctx = TechniqueContext(epochs=2, batch_size=4, steps_per_epoch=3, image_size=24, label_mode="onehot",
+                           stored_size=32)
+    techniques = []
+    for name, params in (("progressive_resizing", {"sizes": [12, 24], "epochs": [1, 1]}), ("random_resized_crop", {})):
+        component = registry.get("technique", name)
+        ctx.techniques[name] = component.builder(component.params.model_validate(params), ctx)
+        techniques.append(ctx.techniques[name])
+    images, labels = tf.zeros([4, 32, 32, 3]), tf.zeros([4, 2])
+    for epoch, size in ((0, 12), (1, 24)):
+        x = images
+        for t in sorted(techniques, key=lambda t: t.priority):
+            x, _ = t.batch_transform(x, labels, tf.constant(epoch, tf.int64), tf.constant([1, epoch], tf.int64))
+        assert tuple(x.shape) == (4, size, size, 3)
+
+
+def _photo_folder(root: Path, per_class: int = 24) -> Path:
+    """Two classes of non-square images (portrait and landscape) with a colour split, so
+    where the crop falls matters."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for part, count in (("train", per_class), ("val", per_class // 3)):
+        for label, colour in enumerate(((200, 40, 40), (40, 40, 200))):
+            folder = root / part / "ab"[label]
+            folder.mkdir(parents=True)
+            for i in range(count):
+                h, w = (int(v) for v in rng.integers(20, 48, 2))
+                pixels = np.clip(np.array(colour) + rng.normal(0, 30, (h, w, 3)), 0, 255).astype(np.uint8)
+                pixels[: h // 3] = 255 - pixels[: h // 3]
+                Image.fromarray(pixels).save(folder / f"{i}.{'png' if i % 2 else 'jpg'}", quality=90)
+    return root
+
+
+def test_storage_size_keeps_the_aspect_ratio_and_the_centre_square_in_every_mode_and_predict(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from nnrun.components.data import image_folder
+    from nnrun.components.data.decode import MAX_PIXELS
+    from nnrun.components.data.graph_decode import decode_one
+    from nnrun.inference.predict import Rows, batches
+    from nnrun.inference.open_run import DataFacts
+
+    tf = _tf()
+    monkeypatch.setenv("NNRUN_CACHE_DIR", str(tmp_path / "cache"))
+    root = _photo_folder(tmp_path / "imgs", per_class=6)
+    png = next((root / "train" / "a").glob("*.png"))
+    full = np.asarray(Image.open(png).convert("RGB"), np.float32)
+    h, w = full.shape[:2]
+    short = min(h, w)
+    new_h, new_w = max(20, round(h * 20 / short)), max(20, round(w * 20 / short))
+    resized = tf.image.resize(full, [new_h, new_w], antialias=True).numpy()
+    top, left = (new_h - 20) // 2, (new_w - 20) // 2
+    expected = np.clip(np.round(resized[top:top + 20, left:left + 20]), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(decode_one(png, 20, 3, MAX_PIXELS, keep_aspect=True), expected)
+
+    built = {cache: image_folder.build(image_folder.ImageFolderParams(path=str(root), image_size=16, storage_size=20,
+                                                                      cache=cache))
+             for cache in ("memory", "file", "none")}
+    memory = built["memory"]
+    assert memory.input_shape == (20, 20, 3) and memory.train_size == 16 and memory.describe()["train_size"] == 16
+    x = memory.split("train").x
+    for cache in ("file", "none"):
+        streamed = sorted(np.asarray(a).tobytes() for a, _ in built[cache].split("train").stream().as_numpy_iterator())
+        assert streamed == sorted(a.tobytes() for a in x), cache
+    files = image_folder.image_files(root / "train")
+    facts = DataFacts(["a", "b"], 2, (20, 20, 3), "uint8", None, train_size=16)
+    rows = Rows([str(f) for f in files], [None] * len(files), paths=[str(f) for f in files])
+    predicted = [a for xs, _ in batches(rows, facts, batch_size=8) for a in xs.numpy()]
+    assert sorted(a.tobytes() for a in predicted) == sorted(a.tobytes() for a in x)
+
+
+def _config(tmp_path: Path, root: Path, cache: str, techniques: str, name: str = "rrc") -> Path:
+    extra = ", shuffle_buffer: 64" if cache != "memory" else ""
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"""
+name: {name}
+seed: 3
+data:
+  dataset: image_folder
+  params: {{path: {root}, image_size: 16, storage_size: 24, cache: {cache}{extra}}}
+  batch_size: 8
+model: {{name: resnet, params: {{stages: [8], blocks_per_stage: 1}}}}
+optimizer: {{name: adam, learning_rate: 0.01}}
+train:
+  epochs: 3
+  backup_every_steps: 2
+  techniques: {techniques}
+runtime: {{runs_root: {tmp_path / 'runs'}, deterministic: true}}
+""")
+    return path
+
+
+def test_storage_size_without_a_cropping_technique_is_refused_in_one_line(tmp_path):
+    root = _photo_folder(tmp_path / "imgs", per_class=6)
+    res = run_cli("train", str(_config(tmp_path, root, "memory", "{}")))
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "data.params.storage_size" in res.stderr and "random_resized_crop" in res.stderr
+    assert not (tmp_path / "runs").exists()
+    bad = run_cli("validate", str(_config(tmp_path, root, "memory", "{random_resized_crop: {}}")), "--set",
+                  "data.params.storage_size=12")
+    assert bad.returncode == 2 and "storage_size (12) must be at least image_size (16)" in bad.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cache", ["memory", "none"])
+def test_random_resized_crop_resumes_bit_identically_after_a_kill_mid_epoch(tmp_path, cache):
+    from tests.test_reliability import assert_identical, position, start_and_stop
+
+    root = _photo_folder(tmp_path / "imgs")
+    config = _config(tmp_path, root, cache, "{random_resized_crop: {scale: [0.3, 1.0]}, augment: {flip: horizontal}}")
+    res = run_cli("train", str(config))
+    assert res.returncode == 0, res.stderr
+    reference = Path(res.stdout.strip().splitlines()[-1])
+    record = json.loads((reference / "run.json").read_text())
+    assert record["techniques"]["random_resized_crop"]["eval_crop"] == 21  # round(24 * 0.875)
+    assert record["final_metrics"]["val_accuracy"] >= 0.8
+
+    def mid_epoch(run):
+        where = position(run)
+        return where is not None and where["epoch"] == 1 and where["step"] == 2
+
+    run, proc = start_and_stop(config, tmp_path / "runs" / "rrc", mid_epoch)
+    assert proc.returncode == -signal.SIGKILL and (position(run)["epoch"], position(run)["step"]) == (1, 2)
+    res = run_cli("train", "--resume", str(run))
+    assert res.returncode == 0, res.stderr
+    assert_identical(reference, run)
+    if cache == "memory":  # the export carries the centre crop: it takes the stored 24 px images
+        res = run_cli("export", str(reference), "--format", "keras")
+        assert res.returncode == 0, res.stderr
+        manifest = json.loads((reference / "exported" / "export.json").read_text())
+        entry = manifest["keras"]
+        assert entry["inputs"]["shape"] == [None, 24, 24, 3]
+        assert entry["inputs"]["eval_layers"] == ["eval_centre_crop", "eval_crop_resize"]
+    assert math.isfinite(record["final_metrics"]["val_loss"])
