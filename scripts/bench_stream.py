@@ -10,8 +10,9 @@ images/s. The last line is a JSON object with every figure and `ratios`:
 - none: nnrun `cache: none` / hand read_file + decode_jpeg + resize (antialias) + flip;
 - memory: nnrun `cache: memory` / a hand in-RAM pipeline over the same decoded array;
 - threads: nnrun `cache: none` on 2 tf.data threads / on 1 (how decode scales with cores);
-- rrc: nnrun random_resized_crop, streamed / hand sample_distorted_bounding_box +
-  decode_and_crop_jpeg (null until nnrun has the technique: issue 22 part 2).
+- rrc: nnrun random_resized_crop, streamed (`cache: none`, storage_size = image_size / 0.875,
+  the crop taken after the full decode) / hand sample_distorted_bounding_box +
+  decode_and_crop_jpeg (the crop fused into the decode).
 Targets (issue 22): none >= 1.0, rrc >= 0.9, memory >= 0.9, threads >= 1.7.
 """
 
@@ -77,16 +78,20 @@ def threads(ds, n: int | None):
     return ds.with_options(options)
 
 
-def nnrun_epochs(split, batch_size: int, num_classes: int, image_size: int, epoch: int):
+def nnrun_epochs(split, batch_size: int, num_classes: int, image_size: int, epoch: int, stored: int | None = None):
+    """nnrun's training pipeline with a flip (and, for images stored at `stored`, random_resized_crop)."""
     from nnrun.components.data.augment import Augment, AugmentParams
     from nnrun.components.techniques.base import TechniqueContext
+    from nnrun.components.techniques.random_resized_crop import RandomResizedCrop, RandomResizedCropParams
     from nnrun.engine import pipeline
 
     ctx = TechniqueContext(epochs=1, batch_size=batch_size, steps_per_epoch=1, image_size=image_size,
-                           label_mode="onehot")
-    flip = Augment(AugmentParams(flip="horizontal"), ctx)
+                           label_mode="onehot", stored_size=stored)
+    techniques = [Augment(AugmentParams(flip="horizontal"), ctx)]
+    if stored:
+        techniques.append(RandomResizedCrop(RandomResizedCropParams(), ctx))
     return pipeline.train_dataset(split, batch_size=batch_size, seed=0, num_classes=num_classes, label_mode="onehot",
-                                  first_epoch=epoch, last_epoch=epoch + 1, techniques=[flip])
+                                  first_epoch=epoch, last_epoch=epoch + 1, techniques=techniques)
 
 
 def hand_files(files: list[str], labels: np.ndarray, image_size: int, batch_size: int, epoch: int):
@@ -160,11 +165,14 @@ def main() -> None:
     paths, labels = [f for f, _ in files], np.array([y for _, y in files], np.int32)
     build = {}
     data = {}
-    for cache in ("none", "memory"):
+    stored = round(size / 0.875)  # timm's eval resize (256 for 224): what the crop is taken from
+    for name, cache, storage in (("none", "none", None), ("memory", "memory", None), ("rrc", "none", stored)):
+        if name == "rrc" and not args.rrc:
+            continue
         start = time.perf_counter()
-        data[cache] = image_folder.build(image_folder.ImageFolderParams(
-            path=str(args.path), image_size=size, cache=cache, validation_split=0.05))
-        build[cache] = round(time.perf_counter() - start, 2)
+        data[name] = image_folder.build(image_folder.ImageFolderParams(
+            path=str(args.path), image_size=size, storage_size=storage, cache=cache, validation_split=0.05))
+        build[name] = round(time.perf_counter() - start, 2)
     memory_x = np.asarray(data["memory"].split("train").x)
     memory_y = data["memory"].split("train").y
     n_classes = data["none"].num_classes
@@ -177,6 +185,7 @@ def main() -> None:
         "hand_memory": lambda e: hand_memory(memory_x, memory_y, batch, e),
     }
     if args.rrc:
+        pipelines["nnrun_rrc"] = lambda e: nnrun_epochs(data["rrc"].split("train"), batch, n_classes, size, e, stored)
         pipelines["hand_rrc"] = lambda e: hand_rrc(paths, labels, size, batch, e)
     rates: dict[str, list[float]] = {name: [] for name in pipelines}
     for epoch in range(args.repeats):  # interleaved: a slow moment of the machine hits every pipeline
@@ -187,7 +196,7 @@ def main() -> None:
     ratios = {"none": round(median["nnrun_none"] / median["hand_none"], 3),
               "memory": round(median["nnrun_memory"] / median["hand_memory"], 3),
               "threads": round(median["nnrun_none_2_threads"] / median["nnrun_none_1_thread"], 3),
-              "rrc": None}
+              "rrc": round(median["nnrun_rrc"] / median["hand_rrc"], 3) if args.rrc else None}
     print(json.dumps({"path": str(args.path), "files": len(paths), "image_size": size, "batch_size": batch,
                       "build_s": build, "images_per_s": rates, "median": median, "ratios": ratios}))
 
