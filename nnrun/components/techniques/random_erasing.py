@@ -31,11 +31,17 @@ class RandomErasingParams(Params):
 
     @model_validator(mode="after")
     def _ranges(self):
-        if not 0 < self.scale[0] <= self.scale[1] <= 1:
-            raise ValueError(f"scale must be 0 < min <= max <= 1, got {list(self.scale)}")
-        if not 0 < self.ratio[0] <= self.ratio[1]:
-            raise ValueError(f"ratio must be 0 < min <= max, got {list(self.ratio)}")
+        check_area_and_ratio(self.scale, self.ratio)
         return self
+
+
+def check_area_and_ratio(scale, ratio) -> None:
+    """The [min, max] area fraction and aspect ratio of a random rectangle (random_erasing,
+    random_resized_crop)."""
+    if not 0 < scale[0] <= scale[1] <= 1:
+        raise ValueError(f"scale must be 0 < min <= max <= 1, got {list(scale)}")
+    if not 0 < ratio[0] <= ratio[1]:
+        raise ValueError(f"ratio must be 0 < min <= max, got {list(ratio)}")
 
 
 class RandomErasing(Technique):

@@ -26,6 +26,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from nnrun.components.techniques.base import Technique
+from nnrun.components.techniques.random_erasing import check_area_and_ratio
 from nnrun.errors import ConfigError
 from nnrun.registry import Params, register
 
@@ -41,10 +42,7 @@ class RandomResizedCropParams(Params):
 
     @model_validator(mode="after")
     def _ranges(self):
-        if not 0 < self.scale[0] <= self.scale[1] <= 1:
-            raise ValueError(f"scale must be 0 < min <= max <= 1, got {list(self.scale)}")
-        if not 0 < self.ratio[0] <= self.ratio[1]:
-            raise ValueError(f"ratio must be 0 < min <= max, got {list(self.ratio)}")
+        check_area_and_ratio(self.scale, self.ratio)
         return self
 
 
