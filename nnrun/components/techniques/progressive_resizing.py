@@ -81,11 +81,15 @@ class ProgressiveResizing(Technique):
     def batch_transform(self, images, labels, epoch, key):
         import tensorflow as tf
 
-        if "random_resized_crop" in self.ctx.techniques:  # it resizes its crops to size_for_epoch itself
+        if "random_resized_crop" in self.ctx.techniques:  # it resizes its crops to size_tensor itself
             return images, labels
-        table = tf.constant([self.size_for_epoch(e) for e in range(len(self.stage_of_epoch))], tf.int32)
-        size = tf.gather(table, tf.minimum(tf.cast(epoch, tf.int32), len(self.stage_of_epoch) - 1))
+        size = self.size_tensor(tf, epoch)
         return tf.image.resize(images, tf.stack([size, size]), antialias=True), labels
+
+    def size_tensor(self, tf, epoch):
+        """size_for_epoch inside the graph, for a tensor epoch."""
+        table = tf.constant([self.size_for_epoch(e) for e in range(len(self.stage_of_epoch))], tf.int32)
+        return tf.gather(table, tf.minimum(tf.cast(epoch, tf.int32), len(self.stage_of_epoch) - 1))
 
     def eval_layers(self) -> list:
         import keras

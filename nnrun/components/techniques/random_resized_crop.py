@@ -96,6 +96,8 @@ class RandomResizedCrop(Technique):
             raise ConfigError("works on image data only", "train.techniques.random_resized_crop")
         self.p = p
         self.ctx = ctx
+        self.stored = ctx.stored_size or ctx.image_size
+        self.eval_crop = max(1, round(self.stored * p.crop_pct))  # the centre square's side, in stored pixels
         self._eval = None
 
     def _size(self, tf, epoch):
@@ -103,8 +105,7 @@ class RandomResizedCrop(Technique):
         schedule = self.ctx.techniques.get("progressive_resizing")
         if schedule is None:
             return tf.constant(self.ctx.image_size, tf.int32)
-        table = tf.constant([schedule.size_for_epoch(e) for e in range(len(schedule.stage_of_epoch))], tf.int32)
-        return tf.gather(table, tf.minimum(tf.cast(epoch, tf.int32), len(schedule.stage_of_epoch) - 1))
+        return schedule.size_tensor(tf, epoch)
 
     def batch_transform(self, images, labels, epoch, key):
         import tensorflow as tf
@@ -118,11 +119,10 @@ class RandomResizedCrop(Technique):
         antialiased) to the training size: one instance, reused by every pipeline and exports."""
         import keras
 
-        stored, size = self.ctx.stored_size or self.ctx.image_size, self.ctx.image_size
-        side = max(1, round(stored * self.p.crop_pct))
+        side, size = self.eval_crop, self.ctx.image_size
         if self._eval is None:
             self._eval = []
-            if side != stored:
+            if side != self.stored:
                 self._eval.append(keras.layers.CenterCrop(side, side, dtype="float32", name="eval_centre_crop"))
             if side != size:
                 self._eval.append(keras.layers.Resizing(size, size, interpolation="bilinear", antialias=True,
@@ -130,8 +130,7 @@ class RandomResizedCrop(Technique):
         return self._eval
 
     def record(self) -> dict:
-        stored = self.ctx.stored_size or self.ctx.image_size
-        return {**self.p.model_dump(), "stored_size": stored, "eval_crop": max(1, round(stored * self.p.crop_pct))}
+        return {**self.p.model_dump(), "stored_size": self.stored, "eval_crop": self.eval_crop}
 
 
 @register("technique", "random_resized_crop", RandomResizedCropParams)
