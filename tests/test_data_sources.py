@@ -272,11 +272,17 @@ def test_streamed_image_folder_matches_memory_and_caches_once(tmp_path, monkeypa
     assert len(list((tmp_path / "cache").iterdir())) == 3
 
 
-def test_streamed_training_order_is_keyed_on_seed_and_epoch(tmp_path):
+@pytest.mark.parametrize("cache", ["none", "file"])
+def test_streamed_training_order_is_keyed_on_seed_and_epoch(tmp_path, cache):
     from nnrun.engine import pipeline
 
-    data = _streamed(make_folder(tmp_path / "imgs"), tmp_path, cache="none", shuffle_buffer=32)
+    data = _streamed(make_folder(tmp_path / "imgs"), tmp_path, cache=cache, **({"shuffle_buffer": 32}
+                                                                               if cache == "file" else {}))
     split = data.split("train")
+    if cache == "none":  # the file list is permuted each epoch, no buffer of decoded images
+        assert split.decode is not None and split.shuffle_buffer == 0
+    else:
+        assert split.decode is None and split.shuffle_buffer == 32
 
     def labels(**kw):
         args = dict(batch_size=16, seed=3, num_classes=2, label_mode="sparse", first_epoch=0, last_epoch=3)
@@ -311,6 +317,9 @@ def test_streamed_sources_name_bad_files_and_bad_options(tmp_path, write_yaml):
     res = run_cli("validate", str(cfg))
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
     assert "shuffle_buffer applies to streamed data" in res.stderr
+    res = run_cli("validate", str(cfg), "--set", "data.params.cache=none")  # it permutes the file list instead
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert "shuffle_buffer applies to cache: file; with cache: none image_folder permutes" in res.stderr
 
 
 def test_cache_writes_clean_up_and_report_what_failed(tmp_path, monkeypatch):

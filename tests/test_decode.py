@@ -320,3 +320,32 @@ def test_a_file_that_only_fails_when_decoded_is_named_in_every_mode(tmp_path, ca
         assert "a blank image stands in for it" in capfd.readouterr().err
     finally:
         faulthandler.cancel_dump_traceback_later()
+
+
+@pytest.mark.parametrize("gap_batch", [2, 3, 64])
+def test_files_tensorflow_refuses_are_read_again_in_their_place_in_any_order(tmp_path, monkeypatch, gap_batch):
+    """The decoder checks for missing files a batch of GAP_BATCH at a time: refused files at the
+    start, in a row, across batches and at the end each come back in their place, as Pillow's
+    reason and a blank, in the order asked for."""
+    from nnrun.components.data import graph_decode
+
+    monkeypatch.setattr(graph_decode, "GAP_BATCH", gap_batch)
+    paths = []
+    for i, bad in enumerate([True, False, True, True, False, False, True, False, True]):
+        path = tmp_path / f"{i}.png"
+        if bad:
+            write_bad_pixels_png(path)
+        else:
+            Image.fromarray(np.full((6, 6, 3), 20 * i, np.uint8)).save(path)
+        paths.append(str(path))
+    routes = graph_decode.routes_of(paths, 4, MAX_PIXELS)
+    for order in (None, [8, 0, 5, 2, 3, 7, 1, 6, 4]):
+        out = list(graph_decode.decode_dataset(paths, routes, 4, 3, MAX_PIXELS,
+                                               order=None if order is None else np.array(order)).as_numpy_iterator())
+        expected = range(len(paths)) if order is None else order
+        assert len(out) == len(paths)
+        for (image, error), i in zip(out, expected):
+            if i in (0, 2, 3, 6, 8):
+                assert error.startswith(b"broken data") and not image.any(), i
+            else:
+                assert error == b"" and (image == 20 * i).all(), i

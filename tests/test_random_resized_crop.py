@@ -175,7 +175,7 @@ def test_storage_size_keeps_the_aspect_ratio_and_the_centre_square_in_every_mode
 
 
 def _config(tmp_path: Path, root: Path, cache: str, techniques: str, name: str = "rrc") -> Path:
-    extra = ", shuffle_buffer: 64" if cache != "memory" else ""
+    extra = ", shuffle_buffer: 64" if cache == "file" else ""
     path = tmp_path / f"{name}.yaml"
     path.write_text(f"""
 name: {name}
@@ -237,3 +237,110 @@ def test_random_resized_crop_resumes_bit_identically_after_a_kill_mid_epoch(tmp_
         assert entry["inputs"]["shape"] == [None, 24, 24, 3]
         assert entry["inputs"]["eval_layers"] == ["eval_centre_crop", "eval_crop_resize"]
     assert math.isfinite(record["final_metrics"]["val_loss"])
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_a_streamed_crop_is_decoded_from_the_whole_file_by_every_route(tmp_path, monkeypatch, channels):
+    """cache: none decodes each file straight into its crop (decode_and_crop_jpeg for JPEGs, at
+    the file's DCT scale): the box drawn in the whole decoded image, the pixels every mode
+    decodes, then resized with antialiasing. Exact for every other route; a JPEG crop decoded
+    alone differs from a slice of the full decode only where libjpeg upsamples chroma at its
+    edges. A file that fails to decode gives its reason and a blank crop."""
+    from PIL import Image
+
+    from nnrun.components.data import graph_decode
+    from nnrun.components.data.decode import MAX_PIXELS, decode_full
+    from nnrun.components.data.graph_decode import _luma, decode_dataset, routes_of
+    from nnrun.components.data.routes import JPEG1, JPEG8, PILLOW
+    from tests.test_decode import write_bad_pixels_png, write_kinds
+
+    tf = _tf()
+    paths = [str(p) for p in write_kinds(tmp_path / "kinds").values()]
+    big = np.random.default_rng(2).integers(0, 256, (30, 40, 3)).repeat(10, 0).repeat(10, 1).astype(np.uint8)
+    Image.fromarray(big).save(tmp_path / "big.jpg", quality=92)  # 300 x 400: decoded at 1/8 for 16 px
+    write_bad_pixels_png(tmp_path / "bad.png")
+    paths += [str(tmp_path / "big.jpg"), str(tmp_path / "bad.png")]
+    routes = routes_of(paths, 16, MAX_PIXELS)
+    assert JPEG8 in routes and {JPEG1, 0}.issubset(set(routes.tolist()))
+    crop = _technique(16, 12, scale=(0.1, 0.6)).example_crop(tf.constant(2, tf.int64), tf.constant([5, 6], tf.int64))
+    order = np.random.default_rng(0).permutation(len(paths))
+    through_pillow = []  # a TensorFlow route that failed would be read by Pillow instead: none may
+
+    def pillow(path, *args):
+        through_pillow.append(path)
+        return decode_full(path, *args)
+
+    monkeypatch.setattr(graph_decode, "decode_full", pillow)
+    out = list(decode_dataset(paths, routes, 16, channels, MAX_PIXELS, order=tf.constant(order), crop=crop)
+               .as_numpy_iterator())
+    assert len(out) == len(paths)
+    assert sorted(through_pillow) == sorted([p for p, r in zip(paths, routes) if r == PILLOW] + [paths[-1]])
+    for (image, error), i in zip(out, order):
+        assert image.shape == (12, 12, channels) and image.dtype == np.uint8, paths[i]
+        if paths[i].endswith("bad.png"):
+            assert error.startswith(b"broken data") and not image.any()
+            continue
+        assert error == b""
+        full = decode_full(paths[i], 16)
+        full = np.repeat(full, 3, -1) if full.shape[-1] == 1 else full
+        top, left, h, w = (int(v) for v in crop.box(tf.constant(i, tf.int64), *full.shape[:2]))
+        assert h < full.shape[0] or w < full.shape[1], paths[i]  # a real crop
+        part = tf.constant(full[top:top + h, left:left + w])
+        part = _luma(tf, part) if channels == 1 else part
+        expected = np.clip(np.round(tf.image.resize(part, [12, 12], antialias=True).numpy()), 0, 255).astype(np.uint8)
+        difference = np.abs(image.astype(int) - expected)
+        if JPEG1 <= routes[i] <= JPEG8:
+            assert difference.mean() < 2.5, paths[i]
+        else:
+            assert difference.max() == 0, paths[i]
+
+
+def test_streamed_random_resized_crop_is_fused_into_the_decode_and_keyed_on_seed_epoch_and_file(tmp_path):
+    from nnrun.components.data import image_folder
+    from nnrun.components.techniques.random_resized_crop import RandomResizedCrop
+    from nnrun.engine import pipeline
+
+    root = _photo_folder(tmp_path / "imgs", per_class=12)
+    split = image_folder.build(image_folder.ImageFolderParams(path=str(root), image_size=16, storage_size=24,
+                                                              cache="none")).split("train")
+    assert split.decode is not None and split.shuffle_buffer == 0
+
+    def batches(technique, **kw):
+        args = dict(batch_size=8, seed=3, num_classes=2, label_mode="sparse", first_epoch=0, last_epoch=2)
+        return [(x.numpy(), y.numpy()) for x, y in pipeline.train_dataset(split, **{**args, **kw},
+                                                                          techniques=[technique])]
+
+    technique = _technique(24, 16)
+    with pytest.MonkeyPatch.context() as patch:  # the batch crop is not run (nor run twice)
+        patch.setattr(RandomResizedCrop, "batch_transform", lambda *a: pytest.fail("batch crop used"))
+        full = batches(technique)
+        assert len(full) == 6 and all(x.shape == (8, 16, 16, 3) for x, _ in full)
+        for (a, la), (b, lb) in zip(batches(technique, first_epoch=1, skip_steps=1), full[4:]):  # a resume
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(la, lb)
+        assert sorted(np.concatenate([y for _, y in full[:3]]).tolist()) == sorted(split.y.tolist())
+        assert [y.tolist() for _, y in full[:3]] != [y.tolist() for _, y in full[3:]]  # a new order each epoch
+        other = batches(technique, seed=4)
+        assert not np.array_equal(np.sort(full[0][0].reshape(8, -1), 0), np.sort(other[0][0].reshape(8, -1), 0))
+        # the same file is cropped differently in another epoch: its images differ between epochs
+        epoch = [{(int(y), x.tobytes()) for x, y in zip(*batch)} for batch in full]
+        assert not set().union(*epoch[:3]) & set().union(*epoch[3:])
+
+
+def test_a_streamed_crop_follows_progressive_resizing(tmp_path):
+    from nnrun import registry
+    from nnrun.components.data import image_folder
+    from nnrun.components.techniques.base import TechniqueContext
+    from nnrun.engine import pipeline
+
+    root = _photo_folder(tmp_path / "imgs", per_class=4)
+    split = image_folder.build(image_folder.ImageFolderParams(path=str(root), image_size=16, storage_size=24,
+                                                              cache="none")).split("train")
+    ctx = TechniqueContext(epochs=2, batch_size=4, steps_per_epoch=2, image_size=16, label_mode="onehot",
+                           stored_size=24)
+    for name, params in (("progressive_resizing", {"sizes": [8, 16], "epochs": [1, 1]}), ("random_resized_crop", {})):
+        component = registry.get("technique", name)
+        ctx.techniques[name] = component.builder(component.params.model_validate(params), ctx)
+    batches = pipeline.train_dataset(split, batch_size=4, seed=0, num_classes=2, label_mode="onehot", first_epoch=0,
+                                     last_epoch=2, techniques=list(ctx.techniques.values()))
+    assert [tuple(x.shape) for x, _ in batches] == [(4, 8, 8, 3)] * 2 + [(4, 16, 16, 3)] * 2

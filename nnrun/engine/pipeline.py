@@ -1,8 +1,10 @@
 """tf.data input pipelines for in-memory and streamed splits.
 
 The training order is a pure function of (seed, epoch): each epoch draws its own stateless
-permutation (in memory) or seeds its shuffle buffer (streamed), and every random choice a
-technique makes in a batch is keyed on (seed, epoch, step). A run resumed at epoch e, step s
+permutation (of the examples in memory, or of the files a streamed source decodes as it reads
+them) or seeds its shuffle buffer (other streams), and every random choice a technique makes
+in a batch is keyed on (seed, epoch, step), or per file on (seed, epoch, file) for a crop fused
+into the decode. A run resumed at epoch e, step s
 therefore sees exactly the batches an uninterrupted run sees. In-memory batches are gathered
 from the arrays in one op per batch.
 """
@@ -32,9 +34,10 @@ def model_inputs(tf, x):
 
 
 def batch_key(tf, seed: int, epoch, step, salt: int):
-    """Stateless seed for one (epoch, step, technique): independent streams, no hidden state."""
+    """Stateless seed for one (epoch, step, technique): independent streams, no hidden state.
+    step None: the technique's key for the whole epoch."""
     key = tf.random.experimental.stateless_fold_in(tf.constant([seed, salt], tf.int64), epoch)
-    return tf.random.experimental.stateless_fold_in(key, step)
+    return key if step is None else tf.random.experimental.stateless_fold_in(key, step)
 
 
 def train_dataset(split: Split, *, batch_size: int, seed: int, num_classes: int, label_mode: str,
@@ -48,8 +51,18 @@ def train_dataset(split: Split, *, batch_size: int, seed: int, num_classes: int,
 
     techniques = sorted(techniques, key=lambda t: t.priority)
     if split.stream is not None:
-        return _finish(_streamed_batches(tf, split, batch_size, seed, first_epoch, last_epoch), tf, seed,
-                       num_classes, label_mode, skip_steps, techniques, gather=None)
+        # A source that decodes its files as they are read takes a cropping technique's crop into
+        # the decode (JPEGs then decode only the crop's window); that technique's batch step is skipped.
+        fused = next((t for t in techniques if t.crops_stored_images), None) if split.decode is not None else None
+        crop_of = None
+        if fused is not None:
+            salt = techniques.index(fused) + 1
+
+            def crop_of(epoch):
+                return fused.example_crop(epoch, batch_key(tf, seed, epoch, None, salt))
+
+        return _finish(_streamed_batches(tf, split, batch_size, seed, first_epoch, last_epoch, crop_of), tf, seed,
+                       num_classes, label_mode, skip_steps, techniques, gather=None, fused=fused)
     x = tf.constant(split.x)
     y = tf.constant(split.y)
     n = len(split)
@@ -63,7 +76,7 @@ def train_dataset(split: Split, *, batch_size: int, seed: int, num_classes: int,
             if order is not None:
                 break
         if order is None:
-            order = tf.argsort(tf.random.stateless_uniform([n], seed=key))
+            order = _permutation(tf, key, n)
         batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size).enumerate()
         return batches.map(lambda step, index: (epoch, step, index))
 
@@ -72,34 +85,49 @@ def train_dataset(split: Split, *, batch_size: int, seed: int, num_classes: int,
                    gather=lambda index: (tf.gather(x, index), tf.gather(y, index)))
 
 
-def _streamed_batches(tf, split: Split, batch_size: int, seed: int, first_epoch: int, last_epoch: int):
-    """(epoch, step, (x, y)) batches of a streamed split: a shuffle buffer seeded by (seed, epoch),
-    holding the compact (uint8) examples; the float transform runs on whole batches after it."""
-    source = split.stream()
+def _permutation(tf, key, n: int):
+    """The epoch's order of n examples, from its stateless key."""
+    return tf.argsort(tf.random.stateless_uniform([n], seed=key))
+
+
+def _streamed_batches(tf, split: Split, batch_size: int, seed: int, first_epoch: int, last_epoch: int,
+                      crop_of=None):
+    """(epoch, step, (x, y)) batches of a streamed split, in an order keyed on (seed, epoch): a
+    source decoding its files (Split.decode) reads them in a permutation of the whole list,
+    each file into its `crop_of(epoch)` crop when given; others go through a shuffle buffer
+    holding the compact (uint8) examples. The float transform runs on whole batches after."""
+    source = split.stream() if split.decode is None else None
 
     def epoch_stream(epoch):
         key = tf.random.experimental.stateless_fold_in(tf.constant([seed, 0], tf.int64), epoch)
-        # A scalar seed drawn from the key (the key's first word is the same for every epoch).
-        shuffle_seed = tf.random.stateless_uniform([], seed=key, minval=1, maxval=2**31 - 1, dtype=tf.int64)
-        # tf.data pairs an op seed with the global seed and compares the pair to (0, 0) in Python,
-        # which raises for a tensor op seed when the global seed is 0 (e.g. `seed: 0`). A fixed seed
-        # for this traced function's own graph avoids that; the order depends on shuffle_seed only.
-        tf.random.set_seed(1)
-        shuffled = source.shuffle(split.shuffle_buffer, seed=shuffle_seed).batch(batch_size)
+        if split.decode is not None:
+            crop = crop_of(epoch) if crop_of is not None else None
+            shuffled = split.decode(_permutation(tf, key, len(split)), crop).batch(batch_size)
+        else:
+            # A scalar seed drawn from the key (the key's first word is the same for every epoch).
+            shuffle_seed = tf.random.stateless_uniform([], seed=key, minval=1, maxval=2**31 - 1, dtype=tf.int64)
+            # tf.data pairs an op seed with the global seed and compares the pair to (0, 0) in Python,
+            # which raises for a tensor op seed when the global seed is 0 (e.g. `seed: 0`). A fixed seed
+            # for this traced function's own graph avoids that; the order depends on shuffle_seed only.
+            tf.random.set_seed(1)
+            shuffled = source.shuffle(split.shuffle_buffer, seed=shuffle_seed).batch(batch_size)
         batches = shuffled.map(split.transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).enumerate()
         return batches.map(lambda step, xy: (epoch, step, xy))
 
     return tf.data.Dataset.range(first_epoch, last_epoch).flat_map(epoch_stream)
 
 
-def _finish(ds, tf, seed: int, num_classes: int, label_mode: str, skip_steps: int, techniques, gather):
+def _finish(ds, tf, seed: int, num_classes: int, label_mode: str, skip_steps: int, techniques, gather, fused=None):
     """Skip into a resumed epoch, build each batch (gathered by index, or already streamed),
-    apply the techniques with their (seed, epoch, step) keys, prefetch."""
+    apply the techniques (but `fused`, done in the decode) with their (seed, epoch, step) keys,
+    prefetch."""
 
     def make_batch(epoch, step, batch):
         inputs, labels = gather(batch) if gather is not None else batch
         inputs, labels = model_inputs(tf, inputs), _encode(tf, labels, num_classes, label_mode)
         for salt, t in enumerate(techniques, start=1):
+            if t is fused:
+                continue
             inputs, labels = t.batch_transform(inputs, labels, epoch, batch_key(tf, seed, epoch, step, salt))
         return inputs, labels
 

@@ -26,6 +26,12 @@ class Split:
     stream: Callable | None = None
     transform: Callable | None = None
     shuffle_buffer: int = 0
+    # Files decoded as they are read (image_folder, cache: none): decode(order, crop) gives the
+    # examples at `order` (indices), each file decoded when read, with an ExampleCrop straight
+    # into its crop; stream() is decode() in the listed order. The training pipeline permutes
+    # the file list each epoch instead of shuffling decoded images through a buffer, so decoding
+    # overlaps training from the first batch and no buffer of images is held.
+    decode: Callable | None = None
 
     def __len__(self) -> int:
         return len(self.y)
@@ -36,6 +42,18 @@ class Split:
             return self.x[:n], self.y[:n]
         x, _ = next(self.stream().take(n).batch(n).map(self.transform).as_numpy_iterator())
         return x, self.y[:n]
+
+
+@dataclass
+class ExampleCrop:
+    """A per-example crop that a source decoding files (Split.decode) fuses into the decode:
+    box(file index, height, width) -> (top, left, crop height, crop width), int32 tensors, in
+    the decoded image, resized to size x size (an int32 tensor) by `method` ("bilinear", which
+    antialiases, or "nearest"). A cropping technique draws the boxes (random_resized_crop)."""
+
+    box: Callable
+    size: object
+    method: str
 
 
 @dataclass

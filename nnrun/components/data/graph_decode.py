@@ -14,13 +14,18 @@ Both give the full-size 8-bit RGB image; then, for every route alike: ITU-R 601-
 Pillow's integer arithmetic for one channel, and `tf.image.resize` (bilinear, antialiased),
 rounded to uint8. Defining the resize in TensorFlow for all files makes the routes agree. The
 resize is to image_size x image_size, or (`keep_aspect`, image_folder's storage_size) the short
-side to image_size with the aspect ratio kept, then the centre image_size square.
+side to image_size with the aspect ratio kept, then the centre image_size square. Training
+with `cache: none` may instead take a random crop per file (random_resized_crop): the crop of
+the whole decoded image, resized with antialiasing; a JPEG's crop is decoded alone
+(decode_and_crop_jpeg), so only its window is decoded.
 
 Errors: a TensorFlow decode op that fails raises inside tf.data, where it carries no file name
 and, inside Dataset.save, deadlocks (tensorflow#61736). So every file is tagged with its index,
 failed elements are dropped (`ignore_errors`), and each gap in the indices is decoded again
 through Pillow, which returns the reason (or, if Pillow can read it, the image). The dataset
 therefore yields exactly one (image, error) per file, in order, and never raises for a file.
+The gaps are filled by a parallel map and `unbatch` (a flat_map building a dataset for every
+file cost a quarter of the streamed throughput).
 """
 
 from __future__ import annotations
@@ -30,18 +35,30 @@ import os
 import numpy as np
 
 from nnrun.components.data.decode import UnreadableImage, decode_full, size_of
-from nnrun.components.data.routes import PILLOW
+from nnrun.components.data.routes import JPEG1, JPEG8, PILLOW
 
-def decode_dataset(paths: list[str], routes, image_size, channels: int, max_pixels: int, keep_aspect: bool = False):
+GAP_BATCH = 64  # decoded files checked for gaps at a time
+
+
+def decode_dataset(paths: list[str], routes, image_size, channels: int, max_pixels: int, keep_aspect: bool = False,
+                   order=None, crop=None):
     """tf.data dataset of (uint8 image [height, width, channels], error string), one per path,
-    in order: b"" and the image, or the UnreadableImage reason and zeros (module docstring)."""
+    in order: b"" and the image, or the UnreadableImage reason and zeros (module docstring).
+
+    `order` (int tensor, indices into `paths`): the files to read, in that order (default: all,
+    as listed). `crop` (base.ExampleCrop): each file decoded straight into its training crop,
+    crop.box(file index, height, width) of the decoded image resized to crop.size (JPEGs through
+    decode_and_crop_jpeg, which decodes only the rows and blocks the window needs)."""
     import tensorflow as tf
 
     height, width = size_of(image_size)
     n = len(paths)
     paths_t = tf.constant([str(p) for p in paths] or [""], tf.string)
     routes_t = tf.constant(np.asarray(routes, np.int32) if n else np.zeros([1], np.int32), tf.int32)
-    blank = tf.zeros([height, width, channels], tf.uint8)
+    order_t = tf.range(n, dtype=tf.int64) if order is None else tf.cast(order, tf.int64)
+    out_shape = [height, width, channels] if crop is None else [None, None, channels]
+    blank = tf.zeros([height, width, channels] if crop is None else tf.stack([crop.size, crop.size, channels]),
+                     tf.uint8)
 
     def pillow_py(path):
         try:
@@ -54,54 +71,105 @@ def decode_dataset(paths: list[str], routes, image_size, channels: int, max_pixe
                                          name="decode_image_file")
         return tf.ensure_shape(image, [None, None, None]), tf.ensure_shape(error, [])
 
+    def cut(i, image):
+        """With `crop`: file i's crop of its decoded image."""
+        if crop is None:
+            return image
+        top, left, h, w = crop.box(i, tf.shape(image)[0], tf.shape(image)[1])
+        return image[top:top + h, left:left + w]
+
     def native(decode):
         def run(path):
             return tf.ensure_shape(decode(tf.io.read_file(path)), [None, None, None]), tf.constant(b"")
         return run
 
-    branches = [
+    jpeg_ratios = (1, 2, 4, 8)  # routes JPEG1..JPEG8
+    branches = [  # by route, each giving (full-size image, error)
         pillow,
         *(native(lambda c, r=r: tf.io.decode_jpeg(c, channels=3, ratio=r, dct_method="INTEGER_ACCURATE"))
-          for r in (1, 2, 4, 8)),
+          for r in jpeg_ratios),
         native(lambda c: tf.io.decode_png(c, channels=3)),
         native(lambda c: tf.io.decode_gif(c)[0]),
         native(lambda c: tf.io.decode_bmp(c, channels=3)),
         native(lambda c: tf.io.decode_webp(c, channels=3)[0]),
     ]
 
+    def jpeg_crop(path, i, route):
+        """A JPEG route's crop, decoded alone: the window is drawn in the DCT-scaled image
+        (libjpeg rounds its sides up), the box computed once for the four scales."""
+        contents = tf.io.read_file(path)
+        shape = tf.io.extract_jpeg_shape(contents)
+        ratio = tf.gather(tf.constant(jpeg_ratios, tf.int32), route - JPEG1)
+        window = tf.stack(crop.box(i, (shape[0] + ratio - 1) // ratio, (shape[1] + ratio - 1) // ratio))
+        decoders = [lambda r=r: tf.io.decode_and_crop_jpeg(contents, window, channels=3, ratio=r,
+                                                           dct_method="INTEGER_ACCURATE") for r in jpeg_ratios]
+        return tf.ensure_shape(tf.switch_case(route - JPEG1, decoders), [None, None, None]), tf.constant(b"")
+
+    def decode(i):
+        """File i decoded by its route (and, with `crop`, cut to its crop)."""
+        path, route = paths_t[i], routes_t[i]
+        whole = [lambda b=b: b(path) for b in branches]
+        if crop is None:
+            return tf.switch_case(route, whole)
+        is_jpeg = (route >= JPEG1) & (route <= JPEG8)
+        return tf.cond(is_jpeg, lambda: jpeg_crop(path, i, route),
+                       lambda: (lambda image, error: (cut(i, image), error))(*tf.switch_case(route, whole)))
+
     def finish(image, error):
-        """Full-size L or RGB -> (height, width, channels) uint8 (an error's 1x1 zeros give zeros;
-        a tf.where on the error instead halves the throughput)."""
-        gray = tf.equal(tf.shape(image)[-1], 1)
+        """Full-size L or RGB (or its crop) -> (height, width, channels) uint8 (an error's 1x1
+        zeros give zeros; a tf.where on the error instead halves the throughput). No tf.cond on
+        the channel count: each cond is a function call per file, which costs throughput."""
         if channels == 1:
-            image = tf.cond(gray, lambda: image, lambda: _luma(tf, image))
-        else:
-            image = tf.cond(gray, lambda: tf.tile(image, [1, 1, 3]), lambda: image)
-        if keep_aspect:
+            image = _luma(tf, image)
+        else:  # L repeated into three channels; RGB as it is (a tile by 1 passes it through)
+            image = tf.tile(image, tf.stack([1, 1, 3 // tf.shape(image)[-1]]))
+        if crop is not None:
+            side = tf.stack([crop.size, crop.size])
+            resized = tf.image.resize(image, side, method=crop.method, antialias=crop.method == "bilinear")
+        elif keep_aspect:
             resized = _short_side_square(tf, image, height)
         else:
             resized = tf.image.resize(image, [height, width], method="bilinear", antialias=True)
         out = tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
-        return tf.ensure_shape(out, [height, width, channels]), error
+        return tf.ensure_shape(out, out_shape), error
 
-    def first(i):
-        path = paths_t[i]
-        image, error = tf.switch_case(routes_t[i], [lambda b=b: b(path) for b in branches])
-        return (i, *finish(image, error))
+    def first(position):
+        return (position, *finish(*decode(order_t[position])))
 
-    def again(j):  # a file a TensorFlow decoder refused: Pillow says why (or reads it)
-        return finish(*pillow(paths_t[j]))
+    def again(position):  # a file a TensorFlow decoder refused: Pillow says why (or reads it)
+        i = order_t[position]
+        image, error = pillow(paths_t[i])
+        return finish(cut(i, image), error)
 
-    end = tf.data.Dataset.from_tensors((tf.constant(n, tf.int64), blank, tf.constant(b"")))
-    ds = (tf.data.Dataset.range(n).map(first, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-          .ignore_errors().concatenate(end)
-          .scan(tf.constant(0, tf.int64), lambda expected, e: (e[0] + 1, (expected, *e))))
+    count = tf.shape(order_t, out_type=tf.int64)[0]
+    end = tf.data.Dataset.from_tensors((count, blank, tf.constant(b"")))  # marks failures at the end
+    ds = (tf.data.Dataset.range(count).map(first, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+          .ignore_errors().concatenate(end).batch(GAP_BATCH)
+          .scan(tf.constant(0, tf.int64), lambda expected, b: (b[0][-1] + 1, (expected, *b))))
 
-    def fill(expected, i, image, error):
-        gap = tf.data.Dataset.range(expected, i).map(again)
-        return gap.concatenate(tf.data.Dataset.from_tensors((image, error)).take(tf.cast(i < n, tf.int64)))
+    def fill(expected, positions, images, errors):
+        """A batch of decoded files whose positions should run on from `expected`: as it is
+        when none is missing (the end marker dropped), else with each missing file read
+        through Pillow in its place. Unbatched below: the scan and this map run once per
+        GAP_BATCH files, as a function call per file costs throughput."""
+        last = positions[-1]
+        size = last - expected + tf.cast(last < count, tf.int64)  # files this batch stands for
 
-    return ds.flat_map(fill)
+        def with_gaps():
+            slot = positions - expected  # where each decoded file goes; the end marker at `size`
+            found = tf.scatter_nd(slot[:, None], tf.range(1, tf.size(positions) + 1), [size + 1])[:size]
+
+            def one(q):
+                return tf.cond(found[q] > 0, lambda: (images[found[q] - 1], errors[found[q] - 1]),
+                               lambda: again(expected + tf.cast(q, tf.int64)))
+
+            return tf.map_fn(one, tf.range(tf.cast(size, tf.int32)),
+                             fn_output_signature=(tf.TensorSpec(out_shape, tf.uint8), tf.string))
+
+        whole = tf.equal(tf.size(positions, out_type=tf.int64), last - expected + 1)
+        return tf.cond(whole, lambda: (images[:size], errors[:size]), with_gaps)
+
+    return ds.map(fill, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
 
 
 def _short_side_square(tf, image, side: int):
@@ -117,9 +185,11 @@ def _short_side_square(tf, image, side: int):
 
 
 def _luma(tf, image):
-    """RGB -> L exactly as Pillow's convert("L"): (19595 R + 38470 G + 7471 B + 32768) >> 16."""
-    rgb = tf.cast(image, tf.int32)
-    luma = (rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 32768) // 65536
+    """RGB -> L exactly as Pillow's convert("L"): (19595 R + 38470 G + 7471 B + 32768) >> 16; an
+    L image (one channel) as it is, by the same sum with the weight 65536."""
+    channels = tf.shape(image)[-1]  # 1 or 3
+    weights = tf.constant([65536, 19595, 38470, 7471], tf.int32)[channels // 3:channels // 3 + channels]
+    luma = (tf.reduce_sum(tf.cast(image, tf.int32) * weights, axis=-1) + 32768) // 65536
     return tf.cast(luma, tf.uint8)[..., None]
 
 

@@ -12,6 +12,8 @@ with the reason, before a run directory exists (keras.utils.image_dataset_from_d
 fail inside a tf.data op mid-training instead). With `cache: file | none` (data larger than
 memory, see stream.py) a cache write names every file that does not decode, and a file that
 stops decoding during training (changed after the check) fails the run with its name and reason.
+With `cache: none` training reads the files in a permutation of the list per epoch
+(Split.decode), with no shuffle buffer, and random_resized_crop is fused into the decode.
 """
 
 from __future__ import annotations
@@ -56,6 +58,9 @@ class ImageFolderParams(ImagePreprocess, StreamOptions):
     def _storage(self):
         if self.storage_size is not None and self.storage_size < self.image_size:
             raise ValueError(f"storage_size ({self.storage_size}) must be at least image_size ({self.image_size})")
+        if self.cache == "none" and self.shuffle_buffer is not None:
+            raise ValueError("shuffle_buffer applies to cache: file; with cache: none image_folder permutes its whole "
+                             "file list every epoch and decodes the files in that order (no buffer)")
         return self
 
     @property
@@ -178,10 +183,12 @@ def _check_files(files: list[Path], labels: np.ndarray, p: ImageFolderParams):
 
 
 def _decoded(p: ImageFolderParams, files: list[Path], labels: np.ndarray, routes: np.ndarray, on_failure: str,
-             failures: list | None = None):
-    """The dataset of (uint8 image, label) of `files` (which passed the up-front check), in order,
-    decoded by graph_decode.decode_dataset (TensorFlow's decoders for ordinary files, Pillow
-    for the rest, in parallel). What a file that still does not decode (or changed since) does:
+             failures: list | None = None, order=None, crop=None):
+    """The dataset of (uint8 image, label) of `files` (which passed the up-front check), in order
+    (or that of `order`, indices into `files`; with `crop`, each image that ExampleCrop of its
+    file), decoded by graph_decode.decode_dataset (TensorFlow's decoders for ordinary files,
+    Pillow for the rest, in parallel). What a file that still does not decode (or changed
+    since) does:
 
     - "record" (writing the file cache, or filling memory): a blank image, and (path, reason)
       appended to `failures`. A cache write must not raise: Dataset.save deadlocks on an error
@@ -218,9 +225,11 @@ def _decoded(p: ImageFolderParams, files: list[Path], labels: np.ndarray, routes
         with tf.control_dependencies([done]):
             return tf.identity(image), label
 
-    decoded = decode_dataset([str(f) for f in files], routes, p.stored, _channels(p), p.max_pixels,
-                             keep_aspect=p.storage_size is not None)
-    ds = tf.data.Dataset.zip(tf.data.Dataset.from_tensor_slices(([str(f) for f in files], labels)), decoded)
+    paths = [str(f) for f in files]
+    decoded = decode_dataset(paths, routes, p.stored, _channels(p), p.max_pixels,
+                             keep_aspect=p.storage_size is not None, order=order, crop=crop)
+    listed = (paths, labels) if order is None else (tf.gather(paths, order), tf.gather(labels, order))
+    ds = tf.data.Dataset.zip(tf.data.Dataset.from_tensor_slices(listed), decoded)
     return ds.map(lambda pair, out: check(*pair, *out), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
@@ -242,9 +251,11 @@ def _stream(name: str, files: list[Path], labels: np.ndarray, p: ImageFolderPara
     # them. The stream (and its cache) therefore holds the files in one fixed, seeded order.
     order = np.random.default_rng(p.seed).permutation(len(files))
     files, labels, routes = [files[i] for i in order], labels[order], routes[order]
-    if p.cache == "none":
-        return cached(lambda: _decoded(p, files, labels, routes, "blank" if p.skip_invalid else "fail"), key, p,
-                      labels), labels
+    if p.cache == "none":  # Split.decode: read in any order, optionally straight into crops
+        def decode(order=None, crop=None):
+            return _decoded(p, files, labels, routes, "blank" if p.skip_invalid else "fail", order=order, crop=crop)
+
+        return decode, labels
     route_of = dict(zip(files, routes))
 
     def write(files: list[Path], labels: np.ndarray):
@@ -318,7 +329,8 @@ def build(p: ImageFolderParams) -> DataBundle:
     listed = _splits(root, classes, parts, p)
     if p.cache != "memory":
         streams = _per_split(listed, lambda name, files, labels: _stream(name, files, labels, p))
-        data = finish_streams(streams, p, classes, len(classes), "image_folder", (p.stored, p.stored, _channels(p)))
+        data = finish_streams(streams, p, classes, len(classes), "image_folder", (p.stored, p.stored, _channels(p)),
+                              decoding=p.cache == "none")
     else:
         data = finish_images(_per_split(listed, lambda name, files, labels: _load(files, labels, p)), p, classes,
                              len(classes), "image_folder")

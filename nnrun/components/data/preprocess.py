@@ -147,16 +147,18 @@ def holdout(x: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> tuple[S
 
 
 def finish_streams(raws: dict, p, class_names: list[str], num_classes: int, source: str,
-                   shape: tuple) -> DataBundle:
+                   shape: tuple, decoding: bool = False) -> DataBundle:
     """finish_images for streamed splits. `raws` maps a split name to (function returning the raw
-    dataset of (uint8 image, label), labels array); the same pair may serve two names."""
+    dataset of (uint8 image, label), labels array); the same pair may serve two names.
+    `decoding`: the functions also take (order, crop) (Split.decode); no shuffle buffer then."""
     from nnrun.components.data.stream import DEFAULT_SHUFFLE_BUFFER, channel_statistics, raw_batch
 
     scale = p.rescale if p.rescale is not None else 1 / 255
     preprocess = _preprocess(p, scale, shape[-1],
                              lambda: tuple(v * scale for v in channel_statistics(raws["train"][0]())))
-    buffer = p.shuffle_buffer or DEFAULT_SHUFFLE_BUFFER
-    splits = {name: Split(None, np.asarray(y, np.int32), stream=raw, transform=raw_batch, shuffle_buffer=buffer)
+    buffer = 0 if decoding else p.shuffle_buffer or DEFAULT_SHUFFLE_BUFFER
+    splits = {name: Split(None, np.asarray(y, np.int32), stream=raw, transform=raw_batch, shuffle_buffer=buffer,
+                          decode=raw if decoding else None)
               for name, (raw, y) in raws.items()}
     return DataBundle(splits, tuple(int(d) for d in shape), num_classes, class_names,
                       meta={"source": source, "cache": p.cache}, preprocess=preprocess)

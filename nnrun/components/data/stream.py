@@ -4,10 +4,12 @@
   permutation of the whole split.
 - `file`: the decoded (resized, uint8) split is written once to a cache directory and read back
   from disk every epoch; later runs with the same source and decode settings reuse it.
-- `none`: the source is decoded again every epoch (no RAM or disk beyond the shuffle buffer).
+- `none`: the source is decoded again every epoch (no RAM or disk beyond the shuffle buffer;
+  image_folder needs none: it permutes its file list, see Split.decode).
 
 Streamed training order is a shuffle buffer of `shuffle_buffer` examples whose seed is a pure
-function of (seed, epoch), so a resumed run still sees the batches an uninterrupted run sees.
+function of (seed, epoch) (or that permutation), so a resumed run still sees the batches an
+uninterrupted run sees.
 
 Why not `Dataset.cache(filename)`: an iterator stopped during the first pass (a kill, Ctrl-C, an
 interrupted epoch) leaves a lockfile that makes every later run fail, and two runs sharing the
@@ -47,8 +49,8 @@ class StreamOptions(Params):
         None, description="cache: file directory (default $NNRUN_CACHE_DIR, else ~/.cache/nnrun)"
     )
     shuffle_buffer: int | None = Field(
-        None, gt=0, description=f"cache: file/none: examples in the shuffle buffer (default {DEFAULT_SHUFFLE_BUFFER}); "
-        "cache: memory permutes the whole split"
+        None, gt=0, description=f"cache: file (and tfds' cache: none): examples in the shuffle buffer (default "
+        f"{DEFAULT_SHUFFLE_BUFFER}); cache: memory, and image_folder's cache: none, permute the whole split"
     )
 
     @model_validator(mode="after")

@@ -45,6 +45,12 @@ class Technique:
         """In-graph transform of one batch; `key` is a stateless seed for this (epoch, step)."""
         return images, labels
 
+    def example_crop(self, epoch, key):
+        """crops_stored_images techniques: the data.base.ExampleCrop of `epoch` (boxes from the
+        stateless `key`, per file) that a source decoding its files fuses into the decode; the
+        engine then skips this technique's batch_transform."""
+        raise NotImplementedError
+
     def eval_layers(self) -> list:
         """Keras layers that transform validation/test/predict inputs (e.g. the final image size).
         pipeline.eval_inputs applies them and exports put them inside the model, so both run

@@ -114,6 +114,20 @@ class RandomResizedCrop(Technique):
         top, left, h, w = crop_boxes(tf, key, shape[0], shape[1], shape[2], self.p.scale, self.p.ratio)
         return resize_crops(tf, images, top, left, h, w, self._size(tf, epoch), self.p.interpolation), labels
 
+    def example_crop(self, epoch, key):
+        """The same draw per file of a source that decodes as it reads (image_folder, cache:
+        none), keyed on (key, file index) and taken from the whole decoded image; resized with
+        antialiasing, as each crop is resized alone."""
+        import tensorflow as tf
+
+        from nnrun.components.data.base import ExampleCrop
+
+        def box(index, height, width):
+            draw = tf.random.experimental.stateless_fold_in(key, tf.cast(index, tf.int64))
+            return tuple(v[0] for v in crop_boxes(tf, draw, 1, height, width, self.p.scale, self.p.ratio))
+
+        return ExampleCrop(box, self._size(tf, epoch), self.p.interpolation)
+
     def eval_layers(self) -> list:
         """Keras' CenterCrop of round(crop_pct * stored side) pixels, then Resizing (bilinear,
         antialiased) to the training size: one instance, reused by every pipeline and exports."""
