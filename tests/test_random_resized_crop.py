@@ -236,6 +236,10 @@ def test_random_resized_crop_resumes_bit_identically_after_a_kill_mid_epoch(tmp_
         entry = manifest["keras"]
         assert entry["inputs"]["shape"] == [None, 24, 24, 3]
         assert entry["inputs"]["eval_layers"] == ["eval_centre_crop", "eval_crop_resize"]
+        # explain sees what validation sees: the 21 px centre crop resized to 16, not the stored 24 px
+        res = run_cli("explain", str(reference), "--method", "gradcam", "--num-images", "2")
+        assert res.returncode == 0, res.stderr
+        assert np.load(reference / "explain" / "gradcam" / "val_00000.npy").shape == (16, 16)
     assert math.isfinite(record["final_metrics"]["val_loss"])
 
 
@@ -325,6 +329,29 @@ def test_streamed_random_resized_crop_is_fused_into_the_decode_and_keyed_on_seed
         # the same file is cropped differently in another epoch: its images differ between epochs
         epoch = [{(int(y), x.tobytes()) for x, y in zip(*batch)} for batch in full]
         assert not set().union(*epoch[:3]) & set().union(*epoch[3:])
+
+
+def test_explain_takes_images_and_masks_through_the_eval_layers():
+    """Heatmaps explain what validation feeds the model: the centre crop of the stored image,
+    resized; the object masks that score them are cropped and resized with it."""
+    from types import SimpleNamespace
+
+    from nnrun.explain.command import _as_evaluated
+
+    tf = _tf()
+    x = np.random.default_rng(0).uniform(0, 255, (2, 40, 40, 3)).astype(np.float32)
+    masks = np.zeros((2, 40, 40), bool)
+    masks[0, :4, :4] = True  # outside the centre 34 px: cropped away
+    masks[1, 10:30, 10:30] = True  # inside: the centre 20 px of the 34, at 16/34 scale
+    opened = SimpleNamespace(eval_techniques=lambda: [_technique(40, 16, crop_pct=0.85)])
+    seen, cut = _as_evaluated(opened, x, masks)
+    expected = tf.image.resize(x[:, 3:37, 3:37], [16, 16], antialias=True).numpy()
+    np.testing.assert_allclose(seen, expected, atol=1e-3)
+    assert cut.shape == (2, 16, 16) and cut.dtype == bool
+    assert not cut[0].any() and 60 <= cut[1].sum() <= 110 and cut[1, 8, 8] and not cut[1, 0, 0]
+    plain = SimpleNamespace(eval_techniques=lambda: [])
+    same, kept = _as_evaluated(plain, x, masks)
+    assert same is x and kept is masks
 
 
 def test_a_streamed_crop_follows_progressive_resizing(tmp_path):

@@ -118,6 +118,9 @@ def explain(run_dir: str | Path, method: str, *, layer: str | None = None, num_i
 
     opened.setup_runtime()
     model = opened.load_model()
+    masks = part.masks[:n] if part.masks is not None else None
+    if not sequence:
+        x, masks = _as_evaluated(opened, x, masks)
     probs = _softmax(outputs_of(model, x, batch_size))
     predicted = probs.argmax(axis=1)
     targets = resolve_targets(spec, predicted, labels, data.num_classes)
@@ -130,7 +133,6 @@ def explain(run_dir: str | Path, method: str, *, layer: str | None = None, num_i
 
     per_image = {k: np.asarray(v, np.float64) for k, v in result.per_image.items()}
     summary: dict = {"accuracy": float(np.mean(predicted == labels))}
-    masks = part.masks[:n] if part.masks is not None else None
     if masks is not None:
         per_image.update(_mask_checks(result.heatmap, masks, summary))
     if "completeness_error" in per_image:
@@ -199,6 +201,23 @@ def explain(run_dir: str | Path, method: str, *, layer: str | None = None, num_i
     atomic_write(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     manifest["output"] = str(out)
     return manifest
+
+
+def _as_evaluated(opened, x: np.ndarray, masks: np.ndarray | None):
+    """The images (and object masks) as validation feeds them to the model: through the run's
+    eval layers (random_resized_crop's centre crop, progressive resizing's eval_size), so the
+    heatmaps explain the inputs the model is scored on, at that size."""
+    import tensorflow as tf
+
+    from nnrun.engine.pipeline import eval_inputs, eval_layers
+
+    techniques = opened.eval_techniques()
+    if not eval_layers(techniques):
+        return x, masks
+    x = eval_inputs(tf, tf.constant(x), techniques).numpy()
+    if masks is not None:  # as a one-channel image, then thresholded again
+        masks = eval_inputs(tf, tf.constant(masks[..., None], tf.float32), techniques).numpy()[..., 0] >= 0.5
+    return x, masks
 
 
 def _imports_tensorflow(cfg) -> bool:
