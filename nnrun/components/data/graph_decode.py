@@ -41,14 +41,17 @@ GAP_BATCH = 64  # decoded files checked for gaps at a time
 
 
 def decode_dataset(paths: list[str], routes, image_size, channels: int, max_pixels: int, keep_aspect: bool = False,
-                   order=None, crop=None):
+                   order=None, crop=None, labels=None, check=None):
     """tf.data dataset of (uint8 image [height, width, channels], error string), one per path,
     in order: b"" and the image, or the UnreadableImage reason and zeros (module docstring).
 
     `order` (int tensor, indices into `paths`): the files to read, in that order (default: all,
     as listed). `crop` (base.ExampleCrop): each file decoded straight into its training crop,
     crop.box(file index, height, width) of the decoded image resized to crop.size (JPEGs through
-    decode_and_crop_jpeg, which decodes only the rows and blocks the window needs)."""
+    decode_and_crop_jpeg, which decodes only the rows and blocks the window needs).
+    `labels` and `check`: elements are (image, label) instead, and check(paths, errors) (each a
+    batch of up to GAP_BATCH files) gives the op that deals with the errors, run before they are
+    handed on (once per batch: a function call per file costs throughput)."""
     import tensorflow as tf
 
     height, width = size_of(image_size)
@@ -56,6 +59,7 @@ def decode_dataset(paths: list[str], routes, image_size, channels: int, max_pixe
     paths_t = tf.constant([str(p) for p in paths] or [""], tf.string)
     routes_t = tf.constant(np.asarray(routes, np.int32) if n else np.zeros([1], np.int32), tf.int32)
     order_t = tf.range(n, dtype=tf.int64) if order is None else tf.cast(order, tf.int64)
+    labels_t = None if labels is None else tf.constant(np.asarray(labels) if n else np.zeros([1], np.int32))
     out_shape = [height, width, channels] if crop is None else [None, None, channels]
     blank = tf.zeros([height, width, channels] if crop is None else tf.stack([crop.size, crop.size, channels]),
                      tf.uint8)
@@ -167,7 +171,12 @@ def decode_dataset(paths: list[str], routes, image_size, channels: int, max_pixe
                              fn_output_signature=(tf.TensorSpec(out_shape, tf.uint8), tf.string))
 
         whole = tf.equal(tf.size(positions, out_type=tf.int64), last - expected + 1)
-        return tf.cond(whole, lambda: (images[:size], errors[:size]), with_gaps)
+        images, errors = tf.cond(whole, lambda: (images[:size], errors[:size]), with_gaps)
+        if check is None:
+            return images, errors
+        files = tf.gather(order_t, tf.range(expected, expected + size))
+        with tf.control_dependencies([check(tf.gather(paths_t, files), errors)]):
+            return tf.identity(images), tf.gather(labels_t, files)
 
     return ds.map(fill, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
 

@@ -205,32 +205,30 @@ def _decoded(p: ImageFolderParams, files: list[Path], labels: np.ndarray, routes
 
     from nnrun.components.data.graph_decode import decode_dataset
 
-    def note(path, error):
-        failures.append((os.fsdecode(path), error.decode(errors="replace")))
+    def note(paths, errors):
+        failures.extend((os.fsdecode(f), e.decode(errors="replace")) for f, e in zip(paths, errors))
         return np.bool_(True)
 
-    def check(path, label, image, error):
-        ok = tf.equal(error, "")
+    def check(paths, errors):
+        """The op for a batch of files: record / print the failed ones (and, "fail", stop)."""
+        bad = tf.not_equal(errors, "")
+        paths, errors = tf.boolean_mask(paths, bad), tf.boolean_mask(errors, bad)
         if on_failure == "record":
-            done = tf.cond(ok, lambda: tf.constant(True), lambda: tf.numpy_function(note, [path, error], tf.bool,
-                                                                                    stateful=True))
-        else:
-            message = tf.strings.join(["image_folder: cannot decode ", path, ": ", error,
-                                       " (skip_invalid: a blank image stands in for it)" if on_failure == "blank"
-                                       else ""])
-            done = tf.cond(ok, tf.no_op, lambda: tf.print(message, output_stream=sys.stderr))
-            if on_failure == "fail":
-                with tf.control_dependencies([done]):
-                    done = tf.debugging.Assert(ok, [message], summarize=1, name="image_folder_decode")
-        with tf.control_dependencies([done]):
-            return tf.identity(image), label
+            return tf.cond(tf.reduce_any(bad), lambda: tf.numpy_function(note, [paths, errors], tf.bool,
+                                                                         stateful=True), lambda: tf.constant(True))
+        messages = tf.strings.join(["image_folder: cannot decode ", paths, ": ", errors,
+                                    " (skip_invalid: a blank image stands in for it)" if on_failure == "blank" else ""])
+        done = tf.cond(tf.reduce_any(bad), lambda: tf.print(tf.strings.reduce_join(messages, separator="\n"),
+                                                            output_stream=sys.stderr), tf.no_op)
+        if on_failure == "fail":
+            with tf.control_dependencies([done]):
+                first = tf.concat([messages, [""]], 0)[0]
+                done = tf.debugging.Assert(tf.logical_not(tf.reduce_any(bad)), [first], summarize=1,
+                                           name="image_folder_decode")
+        return done
 
-    paths = [str(f) for f in files]
-    decoded = decode_dataset(paths, routes, p.stored, _channels(p), p.max_pixels,
-                             keep_aspect=p.storage_size is not None, order=order, crop=crop)
-    listed = (paths, labels) if order is None else (tf.gather(paths, order), tf.gather(labels, order))
-    ds = tf.data.Dataset.zip(tf.data.Dataset.from_tensor_slices(listed), decoded)
-    return ds.map(lambda pair, out: check(*pair, *out), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return decode_dataset([str(f) for f in files], routes, p.stored, _channels(p), p.max_pixels,
+                          keep_aspect=p.storage_size is not None, order=order, crop=crop, labels=labels, check=check)
 
 
 def _stream(name: str, files: list[Path], labels: np.ndarray, p: ImageFolderParams):
