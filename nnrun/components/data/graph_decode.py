@@ -98,26 +98,31 @@ def decode_dataset(paths: list[str], routes, image_size, channels: int, max_pixe
         native(lambda c: tf.io.decode_webp(c, channels=3)[0]),
     ]
 
+    present = sorted({int(r) for r in np.asarray(routes).ravel()}) or [PILLOW]  # the routes this list needs
+
     def jpeg_crop(path, i, route):
         """A JPEG route's crop, decoded alone: the window is drawn in the DCT-scaled image
-        (libjpeg rounds its sides up), the box computed once for the four scales."""
+        (libjpeg rounds its sides up), the box computed once for the scales present."""
         contents = tf.io.read_file(path)
         shape = tf.io.extract_jpeg_shape(contents)
         ratio = tf.gather(tf.constant(jpeg_ratios, tf.int32), route - JPEG1)
         window = tf.stack(crop.box(i, (shape[0] + ratio - 1) // ratio, (shape[1] + ratio - 1) // ratio))
-        decoders = [lambda r=r: tf.io.decode_and_crop_jpeg(contents, window, channels=3, ratio=r,
-                                                           dct_method="INTEGER_ACCURATE") for r in jpeg_ratios]
-        return tf.ensure_shape(tf.switch_case(route - JPEG1, decoders), [None, None, None]), tf.constant(b"")
+        decoders = {r: lambda r=r: tf.io.decode_and_crop_jpeg(contents, window, channels=3, ratio=jpeg_ratios[r - JPEG1],
+                                                              dct_method="INTEGER_ACCURATE")
+                    for r in present if JPEG1 <= r <= JPEG8}
+        return tf.ensure_shape(_by_route(tf, route, decoders), [None, None, None]), tf.constant(b"")
 
     def decode(i):
         """File i decoded by its route (and, with `crop`, cut to its crop)."""
         path, route = paths_t[i], routes_t[i]
-        whole = [lambda b=b: b(path) for b in branches]
         if crop is None:
-            return tf.switch_case(route, whole)
-        is_jpeg = (route >= JPEG1) & (route <= JPEG8)
-        return tf.cond(is_jpeg, lambda: jpeg_crop(path, i, route),
-                       lambda: (lambda image, error: (cut(i, image), error))(*tf.switch_case(route, whole)))
+            return _by_route(tf, route, {r: lambda b=branches[r]: b(path) for r in present})
+        cropped = {r: lambda b=branches[r]: (lambda image, error: (cut(i, image), error))(*b(path))
+                   for r in present if not JPEG1 <= r <= JPEG8}
+        if len(cropped) < len(present):  # some JPEG routes: one branch decodes their crops
+            cropped[JPEG1] = lambda: jpeg_crop(path, i, route)
+        jpeg = (route >= JPEG1) & (route <= JPEG8)
+        return _by_route(tf, tf.where(jpeg, JPEG1, route), cropped)
 
     def finish(image, error):
         """Full-size L or RGB (or its crop) -> (height, width, channels) uint8 (an error's 1x1
@@ -179,6 +184,18 @@ def decode_dataset(paths: list[str], routes, image_size, channels: int, max_pixe
             return tf.identity(images), tf.gather(labels_t, files)
 
     return ds.map(fill, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
+
+
+def _by_route(tf, route, branches: dict):
+    """branches[route](), for the routes a file list holds: the branch itself when there is one
+    (a folder of ordinary JPEGs decodes without a switch), else one switch_case over them.
+    Fewer branches make a smaller graph, which a pipeline builds every time it starts."""
+    routes = sorted(branches)
+    if len(routes) == 1:
+        return branches[routes[0]]()
+    index = np.zeros(max(routes) + 1, np.int32)
+    index[routes] = np.arange(len(routes))
+    return tf.switch_case(tf.gather(tf.constant(index), route), [branches[r] for r in routes])
 
 
 def _short_side_square(tf, image, side: int):
