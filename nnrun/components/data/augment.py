@@ -62,9 +62,9 @@ class Augment(Technique):
 
 def flip_where(tf, images, flip, axis: int):
     """Each image of the batch reversed along `axis` where `flip` (bool, per image) holds: one
-    gather of per-image indices. The same values as tf.where(flip, tf.reverse(images), images)
-    in a quarter of the time on CPU (measured at 224 px; that pair was the in-memory pipeline's
-    bottleneck), as it writes the batch once instead of reversing all of it and selecting."""
+    gather of per-image indices. The same values as tf.where(flip, tf.reverse(images), images),
+    2.6x faster on CPU (64 x 224 px float32; that pair was the in-memory pipeline's bottleneck),
+    as it writes the batch once instead of reversing all of it and then selecting."""
     length = tf.shape(images)[axis]
     forward = tf.range(length)
     index = tf.where(flip[:, None], tf.reverse(forward, [0])[None], forward[None])
