@@ -16,8 +16,8 @@ class Split:
     memory): `x` is None, `stream()` returns a tf.data.Dataset of (raw image, label) pairs in a
     fixed order and `transform(x, y)` casts them for the pipeline (elementwise, so it runs on
     single examples or batches). The training pipeline shuffles the compact elements through a
-    buffer of `shuffle_buffer` and transforms whole batches. `y` is always in memory (metrics
-    and class balance need it)."""
+    buffer of `shuffle_buffer` (or, with `decode`, reads the files in a permuted order) and
+    transforms whole batches. `y` is always in memory (metrics and class balance need it)."""
 
     x: np.ndarray | None
     y: np.ndarray
