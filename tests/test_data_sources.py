@@ -274,6 +274,8 @@ def test_streamed_image_folder_matches_memory_and_caches_once(tmp_path, monkeypa
 
 @pytest.mark.parametrize("cache", ["none", "file"])
 def test_streamed_training_order_is_keyed_on_seed_and_epoch(tmp_path, cache):
+    import tensorflow as tf
+
     from nnrun.engine import pipeline
 
     data = _streamed(make_folder(tmp_path / "imgs"), tmp_path, cache=cache, **({"shuffle_buffer": 32}
@@ -290,6 +292,16 @@ def test_streamed_training_order_is_keyed_on_seed_and_epoch(tmp_path, cache):
 
     full = labels()
     assert len(full) == 15 and full == labels()
+    if cache == "none":  # a resumed epoch does not decode the files it already trained on
+        read, decode = [], split.decode
+
+        def counted(order, crop=None):
+            seen = tf.numpy_function(lambda o: read.append(len(o)) or np.int64(len(o)), [order], tf.int64)
+            with tf.control_dependencies([seen]):
+                return decode(tf.identity(order), crop)
+
+        split.decode = counted
+        assert labels(first_epoch=1, skip_steps=2) == full[7:] and read == [80 - 2 * 16, 80]
     assert labels(first_epoch=1, skip_steps=2) == full[7:]  # resume at epoch 1, step 2
     assert full[:5] != full[5:10]  # a new order each epoch
     assert sorted(sum(full[:5], [])) == sorted(split.y.tolist())  # each epoch is every example once

@@ -61,8 +61,9 @@ def train_dataset(split: Split, *, batch_size: int, seed: int, num_classes: int,
             def crop_of(epoch):
                 return fused.example_crop(epoch, batch_key(tf, seed, epoch, None, salt))
 
-        return _finish(_streamed_batches(tf, split, batch_size, seed, first_epoch, last_epoch, crop_of), tf, seed,
-                       num_classes, label_mode, skip_steps, techniques, gather=None, fused=fused)
+        skipped = skip_steps if split.decode is not None else 0  # such a source skips files, not decoded batches
+        return _finish(_streamed_batches(tf, split, batch_size, seed, first_epoch, last_epoch, crop_of, skipped), tf,
+                       seed, num_classes, label_mode, skip_steps - skipped, techniques, gather=None, fused=fused)
     x = tf.constant(split.x)
     y = tf.constant(split.y)
     n = len(split)
@@ -91,18 +92,23 @@ def _permutation(tf, key, n: int):
 
 
 def _streamed_batches(tf, split: Split, batch_size: int, seed: int, first_epoch: int, last_epoch: int,
-                      crop_of=None):
+                      crop_of=None, skip_steps: int = 0):
     """(epoch, step, (x, y)) batches of a streamed split, in an order keyed on (seed, epoch): a
     source decoding its files (Split.decode) reads them in a permutation of the whole list,
-    each file into its `crop_of(epoch)` crop when given; others go through a shuffle buffer
-    holding the compact (uint8) examples. The float transform runs on whole batches after."""
+    each file into its `crop_of(epoch)` crop when given, from the `skip_steps`-th batch of the
+    first epoch on (a resumed epoch does not decode the files it already trained on); others
+    go through a shuffle buffer holding the compact (uint8) examples. The float transform runs
+    on whole batches after."""
     source = split.stream() if split.decode is None else None
 
     def epoch_stream(epoch):
         key = tf.random.experimental.stateless_fold_in(tf.constant([seed, 0], tf.int64), epoch)
+        first_step = tf.constant(0, tf.int64)
         if split.decode is not None:
             crop = crop_of(epoch) if crop_of is not None else None
-            shuffled = split.decode(_permutation(tf, key, len(split)), crop).batch(batch_size)
+            first_step = tf.where(tf.equal(epoch, first_epoch), tf.constant(skip_steps, tf.int64), first_step)
+            order = _permutation(tf, key, len(split))[tf.cast(first_step, tf.int32) * batch_size:]
+            shuffled = split.decode(order, crop).batch(batch_size)
         else:
             # A scalar seed drawn from the key (the key's first word is the same for every epoch).
             shuffle_seed = tf.random.stateless_uniform([], seed=key, minval=1, maxval=2**31 - 1, dtype=tf.int64)
@@ -111,8 +117,8 @@ def _streamed_batches(tf, split: Split, batch_size: int, seed: int, first_epoch:
             # for this traced function's own graph avoids that; the order depends on shuffle_seed only.
             tf.random.set_seed(1)
             shuffled = source.shuffle(split.shuffle_buffer, seed=shuffle_seed).batch(batch_size)
-        batches = shuffled.map(split.transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).enumerate()
-        return batches.map(lambda step, xy: (epoch, step, xy))
+        batches = shuffled.map(split.transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return batches.enumerate(start=first_step).map(lambda step, xy: (epoch, step, xy))
 
     return tf.data.Dataset.range(first_epoch, last_epoch).flat_map(epoch_stream)
 
