@@ -212,19 +212,19 @@ def _decoded(p: ImageFolderParams, files: list[Path], labels: np.ndarray, routes
     def check(paths, errors):
         """The op for a batch of files: record / print the failed ones (and, "fail", stop)."""
         bad = tf.not_equal(errors, "")
+        failed = tf.reduce_any(bad)
         paths, errors = tf.boolean_mask(paths, bad), tf.boolean_mask(errors, bad)
         if on_failure == "record":
-            return tf.cond(tf.reduce_any(bad), lambda: tf.numpy_function(note, [paths, errors], tf.bool,
-                                                                         stateful=True), lambda: tf.constant(True))
+            return tf.cond(failed, lambda: tf.numpy_function(note, [paths, errors], tf.bool, stateful=True),
+                           lambda: tf.constant(True))
         messages = tf.strings.join(["image_folder: cannot decode ", paths, ": ", errors,
                                     " (skip_invalid: a blank image stands in for it)" if on_failure == "blank" else ""])
-        done = tf.cond(tf.reduce_any(bad), lambda: tf.print(tf.strings.reduce_join(messages, separator="\n"),
-                                                            output_stream=sys.stderr), tf.no_op)
+        done = tf.cond(failed, lambda: tf.print(tf.strings.reduce_join(messages, separator="\n"),
+                                                output_stream=sys.stderr), tf.no_op)
         if on_failure == "fail":
             with tf.control_dependencies([done]):
                 first = tf.concat([messages, [""]], 0)[0]
-                done = tf.debugging.Assert(tf.logical_not(tf.reduce_any(bad)), [first], summarize=1,
-                                           name="image_folder_decode")
+                done = tf.debugging.Assert(tf.logical_not(failed), [first], summarize=1, name="image_folder_decode")
         return done
 
     return decode_dataset([str(f) for f in files], routes, p.stored, _channels(p), p.max_pixels,
