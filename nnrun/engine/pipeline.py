@@ -4,9 +4,8 @@ The training order is a pure function of (seed, epoch): each epoch draws its own
 permutation (of the examples in memory, or of the files a streamed source decodes as it reads
 them) or seeds its shuffle buffer (other streams), and every random choice a technique makes
 in a batch is keyed on (seed, epoch, step), or per file on (seed, epoch, file) for a crop fused
-into the decode. A run resumed at epoch e, step s
-therefore sees exactly the batches an uninterrupted run sees. In-memory batches are gathered
-from the arrays in one op per batch.
+into the decode. A run resumed at epoch e, step s therefore sees exactly the batches an
+uninterrupted run sees. In-memory batches are gathered from the arrays in one op per batch.
 """
 
 from __future__ import annotations
