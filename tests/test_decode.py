@@ -338,7 +338,7 @@ def test_files_tensorflow_refuses_are_read_again_in_their_place_in_any_order(tmp
         else:
             Image.fromarray(np.full((6, 6, 3), 20 * i, np.uint8)).save(path)
         paths.append(str(path))
-    routes = graph_decode.routes_of(paths, 4, MAX_PIXELS)
+    routes, _ = graph_decode.inspect_files(paths, 4, MAX_PIXELS)
     for order in (None, [8, 0, 5, 2, 3, 7, 1, 6, 4]):
         out = list(graph_decode.decode_dataset(paths, routes, 4, 3, MAX_PIXELS,
                                                order=None if order is None else np.array(order)).as_numpy_iterator())

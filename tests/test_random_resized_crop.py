@@ -254,7 +254,7 @@ def test_a_streamed_crop_is_decoded_from_the_whole_file_by_every_route(tmp_path,
 
     from nnrun.components.data import graph_decode
     from nnrun.components.data.decode import MAX_PIXELS, decode_full
-    from nnrun.components.data.graph_decode import _luma, decode_dataset, routes_of
+    from nnrun.components.data.graph_decode import _luma, decode_dataset, inspect_files
     from nnrun.components.data.routes import JPEG1, JPEG8, PILLOW
     from tests.test_decode import write_bad_pixels_png, write_kinds
 
@@ -264,7 +264,7 @@ def test_a_streamed_crop_is_decoded_from_the_whole_file_by_every_route(tmp_path,
     Image.fromarray(big).save(tmp_path / "big.jpg", quality=92)  # 300 x 400: decoded at 1/8 for 16 px
     write_bad_pixels_png(tmp_path / "bad.png")
     paths += [str(tmp_path / "big.jpg"), str(tmp_path / "bad.png")]
-    routes = routes_of(paths, 16, MAX_PIXELS)
+    routes, sizes = inspect_files(paths, 16, MAX_PIXELS)
     assert JPEG8 in routes and {JPEG1, 0}.issubset(set(routes.tolist()))
     crop = _technique(16, 12, scale=(0.1, 0.6)).example_crop(tf.constant(2, tf.int64), tf.constant([5, 6], tf.int64))
     order = np.random.default_rng(0).permutation(len(paths))
@@ -275,8 +275,9 @@ def test_a_streamed_crop_is_decoded_from_the_whole_file_by_every_route(tmp_path,
         return decode_full(path, *args)
 
     monkeypatch.setattr(graph_decode, "decode_full", pillow)
-    out = list(decode_dataset(paths, routes, 16, channels, MAX_PIXELS, order=tf.constant(order), crop=crop)
-               .as_numpy_iterator())
+    out = list(decode_dataset(paths, routes, 16, channels, MAX_PIXELS, order=tf.constant(order), crop=crop,
+                              sizes=sizes).as_numpy_iterator())
+    boxes = np.stack([v.numpy() for v in crop.boxes(sizes[:, 0], sizes[:, 1])], axis=1)
     assert len(out) == len(paths)
     assert sorted(through_pillow) == sorted([p for p, r in zip(paths, routes) if r == PILLOW] + [paths[-1]])
     for (image, error), i in zip(out, order):
@@ -287,7 +288,8 @@ def test_a_streamed_crop_is_decoded_from_the_whole_file_by_every_route(tmp_path,
         assert error == b""
         full = decode_full(paths[i], 16)
         full = np.repeat(full, 3, -1) if full.shape[-1] == 1 else full
-        top, left, h, w = (int(v) for v in crop.box(tf.constant(i, tf.int64), *full.shape[:2]))
+        assert tuple(sizes[i]) == full.shape[:2], paths[i]  # the size listed is the decoded one
+        top, left, h, w = boxes[i]
         assert h < full.shape[0] or w < full.shape[1], paths[i]  # a real crop
         part = tf.constant(full[top:top + h, left:left + w])
         part = _luma(tf, part) if channels == 1 else part

@@ -113,11 +113,11 @@ def batches(rows: Rows, facts, batch_size: int, max_pixels: int | None = None):
         ds = x.map(lambda a: (a, tf.constant(b"")))
     else:
         from nnrun.components.data.decode import MAX_PIXELS
-        from nnrun.components.data.graph_decode import decode_dataset, routes_of
+        from nnrun.components.data.graph_decode import decode_dataset, inspect_files
 
         max_pixels = max_pixels or MAX_PIXELS
         height, width, channels = facts.input_shape
-        ds = decode_dataset(rows.paths, routes_of(rows.paths, (height, width), max_pixels), (height, width),
+        ds = decode_dataset(rows.paths, inspect_files(rows.paths, (height, width), max_pixels)[0], (height, width),
                             channels, max_pixels, keep_aspect=bool(facts.train_size))
         if facts.input_dtype != "uint8":
             ds = ds.map(lambda image, error: (as_run_inputs(tf, image, facts), error))

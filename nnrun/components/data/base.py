@@ -46,12 +46,13 @@ class Split:
 
 @dataclass
 class ExampleCrop:
-    """A per-example crop that a source decoding files (Split.decode) fuses into the decode:
-    box(file index, height, width) -> (top, left, crop height, crop width), int32 tensors, in
-    the decoded image, resized to size x size (an int32 tensor) by `method` ("bilinear", which
-    antialiases, or "nearest"). A cropping technique draws the boxes (random_resized_crop)."""
+    """A per-example crop that a source reading examples one at a time (Split.decode) fuses into
+    the read: boxes(heights, widths), for the (n,) sizes of all its examples' whole images, ->
+    (top, left, crop height, crop width), int32 (n,) each, resized to size x size (an int32
+    tensor) by `method` ("bilinear", which antialiases, or "nearest"). A cropping technique
+    draws the boxes (random_resized_crop)."""
 
-    box: Callable
+    boxes: Callable
     size: object
     method: str
 

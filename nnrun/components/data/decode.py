@@ -98,11 +98,19 @@ def _check_budget(img: Image.Image, max_pixels: int) -> None:
 
 
 def check_file(path, image_size: int | tuple[int, int] = 8, max_pixels: int = MAX_PIXELS) -> int:
+    """The file's route for graph_decode (which decoder reads it at `image_size`), after
+    inspect_file's up-front check; raises UnreadableImage."""
+    return inspect_file(path, image_size, max_pixels)[0]
+
+
+def inspect_file(path, image_size: int | tuple[int, int] = 8, max_pixels: int = MAX_PIXELS) -> tuple[int, int, int]:
     """An up-front check, much cheaper than decoding for the usual formats: the header is read
     and its mode supported; a PNG's chunks are all present with correct CRCs (Pillow's verify,
     no inflating); a JPEG ends with its end-of-image marker (a truncated download does not).
-    Anything else (other formats, a JPEG with trailing bytes) is decoded. Returns the file's
-    route for graph_decode (which decoder reads it at `image_size`); raises UnreadableImage."""
+    Anything else (other formats, a JPEG with trailing bytes) is decoded. Returns (route,
+    height, width): the route, and the size of the image the decoder gives at `image_size`
+    (a JPEG at its DCT scale, EXIF orientation applied), in which a crop drawn before the decode
+    (random_resized_crop's, streamed) is placed. Raises UnreadableImage."""
     try:
         with Image.open(path) as img:
             if img.mode not in SUPPORTED_MODES:
@@ -111,18 +119,22 @@ def check_file(path, image_size: int | tuple[int, int] = 8, max_pixels: int = MA
             _draft(img, *size_of(image_size))
             _check_budget(img, max_pixels)
             route = route_of(img, path, max(1, round(full_width / max(1, img.size[0]))))
+            # A PNG's EXIF is looked at only when its header holds it (getexif would decode the
+            # PNG to look further); a size that is still wrong only moves a crop (it is clamped).
+            turned = (img.format != "PNG" or "exif" in img.info) and orientation(img) in (5, 6, 7, 8)
+            width, height = img.size[::-1] if turned else img.size
             fmt = img.format
             if fmt == "PNG":
                 img.verify()
-                return route
+                return route, height, width
         if fmt in ("JPEG", "MPO") and _ends_with_eoi(path):
-            return route
+            return route, height, width
     except UnreadableImage:
         raise
     except Exception as exc:  # noqa: BLE001
         raise UnreadableImage(reason(exc)) from None
     decode_full(path, 8, max_pixels)
-    return route
+    return route, height, width
 
 
 def reason(exc: BaseException) -> str:

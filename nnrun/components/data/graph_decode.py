@@ -42,14 +42,17 @@ GAP_BATCH = 64  # decoded files checked for gaps at a time
 
 
 def decode_dataset(paths: list[str], routes, image_size, channels: int, max_pixels: int, keep_aspect: bool = False,
-                   order=None, crop=None, labels=None, check=None):
+                   order=None, crop=None, labels=None, check=None, sizes=None):
     """tf.data dataset of (uint8 image [height, width, channels], error string), one per path,
     in order: b"" and the image, or the UnreadableImage reason and zeros (module docstring).
 
     `order` (int tensor, indices into `paths`): the files to read, in that order (default: all,
-    as listed). `crop` (base.ExampleCrop): each file decoded straight into its training crop,
-    crop.box(file index, height, width) of the decoded image resized to crop.size (JPEGs through
-    decode_and_crop_jpeg, which decodes only the rows and blocks the window needs).
+    as listed). `crop` (base.ExampleCrop) with `sizes` ((height, width) of each file's decoded
+    image, decode.inspect_file's): each file decoded straight into its training crop, the box
+    crop.boxes drew for it, resized to crop.size (JPEGs through decode_and_crop_jpeg, which
+    decodes only the rows and blocks the window needs). The boxes of all the files are drawn
+    at once: drawn per file, in a map, the draw's few dozen small ops cost a quarter of the
+    throughput.
     `labels` and `check`: elements are (image, label) instead, and check(paths, errors) (each a
     batch of up to GAP_BATCH files) gives the op that deals with the errors, run before they are
     handed on (once per batch: a function call per file costs throughput)."""
@@ -76,12 +79,18 @@ def decode_dataset(paths: list[str], routes, image_size, channels: int, max_pixe
                                          name="decode_image_file")
         return tf.ensure_shape(image, [None, None, None]), tf.ensure_shape(error, [])
 
+    if crop is not None:
+        listed = tf.constant(np.asarray(sizes, np.int32).reshape([-1, 2]) if n else np.ones([1, 2], np.int32))
+        windows = tf.stack(crop.boxes(listed[:, 0], listed[:, 1]), axis=1)  # (top, left, height, width) per file
+
     def cut(i, image):
-        """With `crop`: file i's crop of its decoded image."""
+        """With `crop`: file i's crop of its decoded image, kept inside it (a file whose size
+        changed since it was listed still gives a crop)."""
         if crop is None:
             return image
-        top, left, h, w = crop.box(i, tf.shape(image)[0], tf.shape(image)[1])
-        return image[top:top + h, left:left + w]
+        shape = tf.shape(image)
+        top, left = tf.minimum(windows[i, 0], shape[0] - 1), tf.minimum(windows[i, 1], shape[1] - 1)
+        return image[top:top + tf.maximum(windows[i, 2], 1), left:left + tf.maximum(windows[i, 3], 1)]
 
     def native(decode):
         def run(path):
@@ -102,14 +111,12 @@ def decode_dataset(paths: list[str], routes, image_size, channels: int, max_pixe
     present = sorted({int(r) for r in np.asarray(routes).ravel()}) or [PILLOW]  # the routes this list needs
 
     def jpeg_crop(path, i, route):
-        """A JPEG route's crop, decoded alone: the window is drawn in the DCT-scaled image
-        (libjpeg rounds its sides up), the box computed once for the scales present."""
+        """A JPEG route's crop, decoded alone: its window lies in the DCT-scaled image (the
+        size listed for the file); one that does not fit (the file changed) fails the decode,
+        and Pillow reads the file instead."""
         contents = tf.io.read_file(path)
-        shape = tf.io.extract_jpeg_shape(contents)
-        ratio = tf.gather(tf.constant(jpeg_ratios, tf.int32), route - JPEG1)
-        window = tf.stack(crop.box(i, (shape[0] + ratio - 1) // ratio, (shape[1] + ratio - 1) // ratio))
-        decoders = {r: lambda r=r: tf.io.decode_and_crop_jpeg(contents, window, channels=3, ratio=jpeg_ratios[r - JPEG1],
-                                                              dct_method="INTEGER_ACCURATE")
+        decoders = {r: lambda r=r: tf.io.decode_and_crop_jpeg(contents, windows[i], channels=3,
+                                                              ratio=jpeg_ratios[r - JPEG1], dct_method="INTEGER_ACCURATE")
                     for r in present if JPEG1 <= r <= JPEG8}
         return tf.ensure_shape(_by_route(tf, route, decoders), [None, None, None]), tf.constant(b"")
 
@@ -220,18 +227,19 @@ def _luma(tf, image):
     return tf.cast(luma, tf.uint8)[..., None]
 
 
-def routes_of(paths: list[str], image_size, max_pixels: int) -> np.ndarray:
-    """Each file's route, where nothing was checked before (predict): a file the check refuses
-    goes to Pillow, whose decode then gives the reason."""
-    from nnrun.components.data.decode import check_file
+def inspect_files(paths: list[str], image_size, max_pixels: int) -> tuple[np.ndarray, np.ndarray]:
+    """(routes, (height, width) sizes) of files nothing checked before (predict, tests): a file
+    the check refuses goes to Pillow, whose decode then gives the reason."""
+    from nnrun.components.data.decode import inspect_file
 
-    def route(path):
+    def inspect(path):
         try:
-            return check_file(path, image_size, max_pixels)
+            return inspect_file(path, image_size, max_pixels)
         except UnreadableImage:
-            return PILLOW
+            return PILLOW, 1, 1
 
-    return np.array([route(p) for p in paths], np.int32)
+    found = np.array([inspect(p) for p in paths], np.int32).reshape([-1, 3])
+    return found[:, 0], found[:, 1:]
 
 
 def decode_one(path, image_size, channels: int, max_pixels: int, route: int | None = None,

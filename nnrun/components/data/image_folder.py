@@ -27,7 +27,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from nnrun.components.data.base import DataBundle, Split
-from nnrun.components.data.decode import MAX_PIXELS, UnreadableImage, check_file
+from nnrun.components.data.decode import MAX_PIXELS, UnreadableImage, inspect_file
 from nnrun.components.data.preprocess import ImagePreprocess, finish_images, finish_streams, holdout_mask
 from nnrun.components.data.stream import StreamOptions, cache_path, cached, reuse
 from nnrun.errors import ConfigError
@@ -152,7 +152,7 @@ def _each(work, files: list[Path]) -> list:
 def _load(files: list[Path], labels: np.ndarray, p: ImageFolderParams) -> Split:
     """Decode and resize every file into memory (cache: memory), through the same pipeline as
     the streamed modes, so that each mode gives the same pixels by construction."""
-    files, labels, routes = _check_files(files, labels, p)
+    files, labels, routes, _ = _check_files(files, labels, p)
     failures: list = []
     x = np.empty((len(files), p.stored, p.stored, _channels(p)), np.uint8)
     for i, (image, _) in enumerate(_decoded(p, files, labels, routes, "record", failures).as_numpy_iterator()):
@@ -172,21 +172,22 @@ def _as_files(files: list[Path], failures: list) -> list:
 
 
 def _check_files(files: list[Path], labels: np.ndarray, p: ImageFolderParams):
-    """Check each file up front (decode.check_file: the header, a PNG's checksums, a JPEG's end
+    """Check each file up front (decode.inspect_file: the header, a PNG's checksums, a JPEG's end
     marker; other formats are decoded), so a bad file is named now rather than failing a
-    tf.data op later; (files, labels, routes) of the readable ones."""
-    results = _each(lambda f: check_file(f, p.stored, p.max_pixels), files)
-    route = {f: r for f, r in zip(files, results) if not isinstance(r, UnreadableImage)}
+    tf.data op later; (files, labels, routes, (height, width) decoded sizes) of the readable ones."""
+    results = _each(lambda f: inspect_file(f, p.stored, p.max_pixels), files)
+    found = {f: r for f, r in zip(files, results) if not isinstance(r, UnreadableImage)}
     files, labels = _keep_readable(files, labels, [(f, str(r)) for f, r in zip(files, results)
                                                    if isinstance(r, UnreadableImage)], p)
-    return files, labels, np.array([route[f] for f in files], np.int32)
+    inspected = np.array([found[f] for f in files], np.int32).reshape([-1, 3])
+    return files, labels, inspected[:, 0], inspected[:, 1:]
 
 
 def _decoded(p: ImageFolderParams, files: list[Path], labels: np.ndarray, routes: np.ndarray, on_failure: str,
-             failures: list | None = None, order=None, crop=None):
+             failures: list | None = None, order=None, crop=None, sizes=None):
     """The dataset of (uint8 image, label) of `files` (which passed the up-front check), in order
     (or that of `order`, indices into `files`; with `crop`, each image that ExampleCrop of its
-    file), decoded by graph_decode.decode_dataset (TensorFlow's decoders for ordinary files,
+    file, drawn in its listed `sizes`), decoded by graph_decode.decode_dataset (TensorFlow's decoders for ordinary files,
     Pillow for the rest, in parallel). What a file that still does not decode (or changed
     since) does:
 
@@ -228,7 +229,8 @@ def _decoded(p: ImageFolderParams, files: list[Path], labels: np.ndarray, routes
         return done
 
     return decode_dataset([str(f) for f in files], routes, p.stored, _channels(p), p.max_pixels,
-                          keep_aspect=p.storage_size is not None, order=order, crop=crop, labels=labels, check=check)
+                          keep_aspect=p.storage_size is not None, order=order, crop=crop, labels=labels, check=check,
+                          sizes=sizes)
 
 
 def _stream(name: str, files: list[Path], labels: np.ndarray, p: ImageFolderParams):
@@ -244,14 +246,15 @@ def _stream(name: str, files: list[Path], labels: np.ndarray, p: ImageFolderPara
     found = reuse(key, p)
     if found is not None:
         return found
-    files, labels, routes = _check_files(files, labels, p)
+    files, labels, routes, sizes = _check_files(files, labels, p)
     # Folders list one class after another; a shuffle buffer smaller than the split could not mix
     # them. The stream (and its cache) therefore holds the files in one fixed, seeded order.
     order = np.random.default_rng(p.seed).permutation(len(files))
-    files, labels, routes = [files[i] for i in order], labels[order], routes[order]
+    files, labels, routes, sizes = [files[i] for i in order], labels[order], routes[order], sizes[order]
     if p.cache == "none":  # Split.decode: read in any order, optionally straight into crops
         def decode(order=None, crop=None):
-            return _decoded(p, files, labels, routes, "blank" if p.skip_invalid else "fail", order=order, crop=crop)
+            return _decoded(p, files, labels, routes, "blank" if p.skip_invalid else "fail", order=order, crop=crop,
+                            sizes=sizes)
 
         return decode, labels
     route_of = dict(zip(files, routes))

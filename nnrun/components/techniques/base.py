@@ -47,8 +47,8 @@ class Technique:
 
     def example_crop(self, epoch, key):
         """crops_stored_images techniques: the data.base.ExampleCrop of `epoch` (boxes from the
-        stateless `key`, per file) that a source decoding its files fuses into the decode; the
-        engine then skips this technique's batch_transform."""
+        stateless `key`, per example) that a source reading its examples one at a time fuses
+        into the read; the engine then skips this technique's batch_transform."""
         raise NotImplementedError
 
     def eval_layers(self) -> list:

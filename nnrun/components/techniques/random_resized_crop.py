@@ -48,15 +48,18 @@ class RandomResizedCropParams(Params):
 
 def crop_boxes(tf, key, n, height, width, scale, ratio):
     """(top, left, crop height, crop width), int32 (n,) each, drawn as torchvision's
-    RandomResizedCrop.get_params, for n images of height x width."""
+    RandomResizedCrop.get_params, for n images of height x width (int32 scalars, or (n,)
+    vectors for images of different sizes)."""
     k_area, k_ratio, k_y, k_x = tf.unstack(tf.random.experimental.stateless_split(key, 4))
-    area = tf.cast(height * width, tf.float32)
+    height, width = tf.cast(height, tf.int32), tf.cast(width, tf.int32)
+    rows, cols = tf.reshape(height, [-1, 1]), tf.reshape(width, [-1, 1])  # against the (n, ATTEMPTS) draws
+    area = tf.cast(rows * cols, tf.float32)
     target = area * tf.random.stateless_uniform([n, ATTEMPTS], seed=k_area, minval=scale[0], maxval=scale[1])
     aspect = tf.exp(tf.random.stateless_uniform([n, ATTEMPTS], seed=k_ratio, minval=math.log(ratio[0]),
                                                 maxval=math.log(ratio[1])))
     w = tf.cast(tf.round(tf.sqrt(target * aspect)), tf.int32)
     h = tf.cast(tf.round(tf.sqrt(target / aspect)), tf.int32)
-    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    fits = (w > 0) & (w <= cols) & (h > 0) & (h <= rows)
     first = tf.argmax(tf.cast(fits, tf.int32), axis=1, output_type=tf.int32)
     h, w = tf.gather(h, first, batch_dims=1), tf.gather(w, first, batch_dims=1)
     fits = tf.reduce_any(fits, axis=1)
@@ -115,18 +118,18 @@ class RandomResizedCrop(Technique):
         return resize_crops(tf, images, top, left, h, w, self._size(tf, epoch), self.p.interpolation), labels
 
     def example_crop(self, epoch, key):
-        """The same draw per file of a source that decodes as it reads (image_folder, cache:
-        none), keyed on (key, file index) and taken from the whole decoded image; resized with
-        antialiasing, as each crop is resized alone."""
+        """The same draw per example of a source that reads its examples one at a time
+        (image_folder: files with `cache: none`, or stored images of their own aspect ratios
+        with `cache: memory`), for all its examples at once from the epoch's key, each box
+        in the example's whole image; resized with antialiasing, as each crop is resized alone."""
         import tensorflow as tf
 
         from nnrun.components.data.base import ExampleCrop
 
-        def box(index, height, width):
-            draw = tf.random.experimental.stateless_fold_in(key, tf.cast(index, tf.int64))
-            return tuple(v[0] for v in crop_boxes(tf, draw, 1, height, width, self.p.scale, self.p.ratio))
+        def boxes(heights, widths):
+            return crop_boxes(tf, key, tf.size(heights), heights, widths, self.p.scale, self.p.ratio)
 
-        return ExampleCrop(box, self._size(tf, epoch), self.p.interpolation)
+        return ExampleCrop(boxes, self._size(tf, epoch), self.p.interpolation)
 
     def eval_layers(self) -> list:
         """Keras' CenterCrop of round(crop_pct * stored side) pixels, then Resizing (bilinear,
