@@ -18,6 +18,8 @@ is paid once per `fit`; `startup_s` lists it). The ratios are of the median warm
 - rrc: nnrun random_resized_crop, streamed (`cache: none`, storage_size = image_size / 0.875;
   each file decoded straight into its crop) / hand sample_distorted_bounding_box +
   decode_and_crop_jpeg.
+With --rrc, nnrun_memory_rrc (no ratio, no hand twin) is random_resized_crop from the images
+held in RAM at their own sizes (`cache: memory` with storage_size).
 Targets (issue 22): none >= 1.0, rrc >= 0.9, memory >= 0.9, threads >= 1.7.
 """
 
@@ -182,8 +184,9 @@ def main() -> None:
     build = {}
     data = {}
     stored = round(size / 0.875)  # timm's eval resize (256 for 224): what the crop is taken from
-    for name, cache, storage in (("none", "none", None), ("memory", "memory", None), ("rrc", "none", stored)):
-        if name == "rrc" and not args.rrc:
+    for name, cache, storage in (("none", "none", None), ("memory", "memory", None), ("rrc", "none", stored),
+                                 ("memory_rrc", "memory", stored)):
+        if name in ("rrc", "memory_rrc") and not args.rrc:
             continue
         start = time.perf_counter()
         data[name] = image_folder.build(image_folder.ImageFolderParams(
@@ -204,6 +207,8 @@ def main() -> None:
     }
     if args.rrc:
         pipelines["nnrun_rrc"] = lambda e: nnrun_epochs(data["rrc"].split("train"), batch, n_classes, size, e, stored)
+        pipelines["nnrun_memory_rrc"] = lambda e: nnrun_epochs(data["memory_rrc"].split("train"), batch, n_classes,
+                                                               size, e, stored)
         pipelines["hand_rrc"] = lambda e: hand_rrc(paths, labels, size, batch, e)
     rates: dict[str, list[float]] = {name: [] for name in pipelines}
     warm: dict[str, list[float]] = {name: [] for name in pipelines}

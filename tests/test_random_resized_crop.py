@@ -139,6 +139,7 @@ def _photo_folder(root: Path, per_class: int = 24) -> Path:
 def test_storage_size_keeps_the_aspect_ratio_and_the_centre_square_in_every_mode_and_predict(tmp_path, monkeypatch):
     from PIL import Image
 
+    from nnrun import registry
     from nnrun.components.data import image_folder
     from nnrun.components.data.decode import MAX_PIXELS
     from nnrun.components.data.graph_decode import decode_one
@@ -163,10 +164,26 @@ def test_storage_size_keeps_the_aspect_ratio_and_the_centre_square_in_every_mode
              for cache in ("memory", "file", "none")}
     memory = built["memory"]
     assert memory.input_shape == (20, 20, 3) and memory.train_size == 16 and memory.describe()["train_size"] == 16
-    x = memory.split("train").x
+    held = memory.split("train").held  # the training images at their own sizes (stored_images.py)
+    assert memory.split("train").x is None and held.channels == 3 and held.side == 20
+    sides = [Image.open(f).size[::-1] for f in image_folder.image_files(root / "train")]  # (height, width)
+    assert sorted(map(tuple, held.shapes)) == sorted(  # short side 20, the long one rounded half up
+        tuple(max(20, (40 * side + min(hw)) // (2 * min(hw))) for side in hw) for hw in sides)
+    assert any(h != w for h, w in held.shapes)  # not squares
+    assert memory.split("val").x.shape[1:] == (20, 20, 3)  # evaluation: the centre squares
+    x = [a for a, _ in held.read().as_numpy_iterator()]  # read as their centre squares
     for cache in ("file", "none"):
         streamed = sorted(np.asarray(a).tobytes() for a, _ in built[cache].split("train").stream().as_numpy_iterator())
         assert streamed == sorted(a.tobytes() for a in x), cache
+    # Statistics (normalize: train, random_erasing's mean) come from the same centre squares.
+    normed = {cache: image_folder.build(image_folder.ImageFolderParams(
+        path=str(root), image_size=16, storage_size=20, cache=cache, normalize="train")) for cache in ("memory", "none")}
+    np.testing.assert_allclose(normed["memory"].preprocess["mean"], normed["none"].preprocess["mean"], rtol=1e-6)
+    np.testing.assert_allclose(normed["memory"].preprocess["std"], normed["none"].preprocess["std"], rtol=1e-6)
+    erasing = registry.get("technique", "random_erasing")
+    technique = erasing.builder(erasing.params.model_validate({"value": "mean"}), _technique(20, 16).ctx)
+    technique.check(memory)
+    np.testing.assert_allclose(technique.mean, np.mean(x, axis=(0, 1, 2)), rtol=1e-6)
     files = image_folder.image_files(root / "train")
     facts = DataFacts(["a", "b"], 2, (20, 20, 3), "uint8", None, train_size=16)
     rows = Rows([str(f) for f in files], [None] * len(files), paths=[str(f) for f in files])
@@ -301,14 +318,17 @@ def test_a_streamed_crop_is_decoded_from_the_whole_file_by_every_route(tmp_path,
             assert difference.max() == 0, paths[i]
 
 
-def test_streamed_random_resized_crop_is_fused_into_the_decode_and_keyed_on_seed_epoch_and_file(tmp_path):
+@pytest.mark.parametrize("cache", ["none", "memory"])
+def test_random_resized_crop_per_example_is_keyed_on_seed_epoch_and_example(tmp_path, cache):
+    """Streamed, the crop is fused into the decode; in memory, taken from each image held at its
+    own size. Either way the batch crop is not run and a resume replays the same crops."""
     from nnrun.components.data import image_folder
     from nnrun.components.techniques.random_resized_crop import RandomResizedCrop
     from nnrun.engine import pipeline
 
     root = _photo_folder(tmp_path / "imgs", per_class=12)
     split = image_folder.build(image_folder.ImageFolderParams(path=str(root), image_size=16, storage_size=24,
-                                                              cache="none")).split("train")
+                                                              cache=cache)).split("train")
     assert split.decode is not None and split.shuffle_buffer == 0
 
     def batches(technique, **kw):
@@ -373,3 +393,35 @@ def test_a_streamed_crop_follows_progressive_resizing(tmp_path):
     batches = pipeline.train_dataset(split, batch_size=4, seed=0, num_classes=2, label_mode="onehot", first_epoch=0,
                                      last_epoch=2, techniques=list(ctx.techniques.values()))
     assert [tuple(x.shape) for x, _ in batches] == [(4, 8, 8, 3)] * 2 + [(4, 16, 16, 3)] * 2
+
+
+@pytest.mark.parametrize("cache", ["memory", "none"])
+def test_training_crops_come_from_the_whole_image_not_its_centre_square(tmp_path, cache):
+    """Wide images, red | green | blue in thirds: their centre square is all green, so a crop
+    wider than it must show red or blue (with scale >= 0.5 every crop is wider). Evaluation
+    still sees the centre square."""
+    from PIL import Image
+
+    from nnrun.components.data import image_folder
+    from nnrun.engine import pipeline
+
+    for part, count in (("train", 8), ("val", 2)):
+        for label in "ab":
+            (tmp_path / part / label).mkdir(parents=True)
+            for i in range(count):
+                pixels = np.zeros((20, 60, 3), np.uint8)
+                for third in range(3):
+                    pixels[:, 20 * third:20 * third + 20, third] = 255
+                Image.fromarray(pixels).save(tmp_path / part / label / f"{i}.png")
+    data = image_folder.build(image_folder.ImageFolderParams(path=str(tmp_path), image_size=16, storage_size=20,
+                                                             cache=cache))
+    technique = _technique(20, 16, scale=(0.5, 1.0))
+    batches = pipeline.train_dataset(data.split("train"), batch_size=8, seed=0, num_classes=2, label_mode="sparse",
+                                     first_epoch=0, last_epoch=2, techniques=[technique])
+    crops = np.concatenate([x.numpy() for x, _ in batches])
+    assert crops.shape == (32, 16, 16, 3)
+    red_or_blue = (crops[..., 0] > 128) | (crops[..., 2] > 128)
+    assert red_or_blue.any(axis=(1, 2)).all()
+    val = np.concatenate([x for x, _ in pipeline.eval_dataset(data.split("val"), batch_size=4, num_classes=2,
+                                                               label_mode="sparse", techniques=[technique])])
+    assert val.shape == (4, 16, 16, 3) and (val[..., 1] > 250).all() and (val[..., [0, 2]] < 5).all()

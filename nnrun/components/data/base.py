@@ -32,6 +32,9 @@ class Split:
     # the file list each epoch instead of shuffling decoded images through a buffer, so decoding
     # overlaps training from the first batch and no buffer of images is held.
     decode: Callable | None = None
+    # Images of their own sizes held in memory (stored_images.StoredImages: image_folder with
+    # storage_size, cache: memory): x is None, and stream and decode read from it.
+    held: object | None = None
 
     def __len__(self) -> int:
         return len(self.y)
@@ -55,6 +58,12 @@ class ExampleCrop:
     boxes: Callable
     size: object
     method: str
+
+    def resize(self, tf, image, antialias: bool = True):
+        """One crop resized to size x size (float32, before rounding); bilinear antialiases
+        unless the source says its crops are never much larger than that."""
+        return tf.image.resize(image, tf.stack([self.size, self.size]), method=self.method,
+                               antialias=antialias and self.method == "bilinear")
 
 
 @dataclass

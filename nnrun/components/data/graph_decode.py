@@ -42,7 +42,7 @@ GAP_BATCH = 64  # decoded files checked for gaps at a time
 
 
 def decode_dataset(paths: list[str], routes, image_size, channels: int, max_pixels: int, keep_aspect: bool = False,
-                   order=None, crop=None, labels=None, check=None, sizes=None):
+                   order=None, crop=None, labels=None, check=None, sizes=None, whole: bool = False):
     """tf.data dataset of (uint8 image [height, width, channels], error string), one per path,
     in order: b"" and the image, or the UnreadableImage reason and zeros (module docstring).
 
@@ -53,6 +53,9 @@ def decode_dataset(paths: list[str], routes, image_size, channels: int, max_pixe
     decodes only the rows and blocks the window needs). The boxes of all the files are drawn
     at once: drawn per file, in a map, the draw's few dozen small ops cost a quarter of the
     throughput.
+    `whole` (with keep_aspect and `sizes`): each image resized to stored_shapes(sizes) (the short
+    side to image_size, the aspect ratio kept), not cut to its centre square, and given
+    flattened, zero-padded to the largest of them (images of different sizes cannot be batched).
     `labels` and `check`: elements are (image, label) instead, and check(paths, errors) (each a
     batch of up to GAP_BATCH files) gives the op that deals with the errors, run before they are
     handed on (once per batch: a function call per file costs throughput)."""
@@ -67,6 +70,10 @@ def decode_dataset(paths: list[str], routes, image_size, channels: int, max_pixe
     out_shape = [height, width, channels] if crop is None else [None, None, channels]
     blank = tf.zeros([height, width, channels] if crop is None else tf.stack([crop.size, crop.size, channels]),
                      tf.uint8)
+    if whole:
+        shapes = stored_shapes(sizes, height) if n else np.ones([1, 2], np.int32)
+        out_shape = [int(shapes.prod(axis=1).max()) * channels]
+        blank, shapes = tf.zeros(out_shape, tf.uint8), tf.constant(shapes)
 
     def pillow_py(path):
         try:
@@ -132,7 +139,7 @@ def decode_dataset(paths: list[str], routes, image_size, channels: int, max_pixe
         jpeg = (route >= JPEG1) & (route <= JPEG8)
         return _by_route(tf, tf.where(jpeg, JPEG1, route), cropped)
 
-    def finish(image, error):
+    def finish(image, error, i):
         """Full-size L or RGB (or its crop) -> (height, width, channels) uint8 (an error's 1x1
         zeros give zeros; a tf.where on the error instead halves the throughput). No tf.cond on
         the channel count: each cond is a function call per file, which costs throughput."""
@@ -141,22 +148,27 @@ def decode_dataset(paths: list[str], routes, image_size, channels: int, max_pixe
         else:  # L repeated into three channels; RGB as it is (a tile by 1 passes it through)
             image = tf.tile(image, tf.stack([1, 1, 3 // tf.shape(image)[-1]]))
         if crop is not None:
-            side = tf.stack([crop.size, crop.size])
-            resized = tf.image.resize(image, side, method=crop.method, antialias=crop.method == "bilinear")
+            resized = crop.resize(tf, image)
+        elif whole:
+            resized = tf.image.resize(image, shapes[i], method="bilinear", antialias=True)
         elif keep_aspect:
             resized = _short_side_square(tf, image, height)
         else:
             resized = tf.image.resize(image, [height, width], method="bilinear", antialias=True)
         out = tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+        if whole:
+            out = tf.reshape(out, [-1])
+            out = tf.pad(out, [[0, out_shape[0] - tf.size(out)]])
         return tf.ensure_shape(out, out_shape), error
 
     def first(position):
-        return (position, *finish(*decode(order_t[position])))
+        i = order_t[position]
+        return (position, *finish(*decode(i), i))
 
     def again(position):  # a file a TensorFlow decoder refused: Pillow says why (or reads it)
         i = order_t[position]
         image, error = pillow(paths_t[i])
-        return finish(cut(i, image), error)
+        return finish(cut(i, image), error, i)
 
     count = tf.shape(order_t, out_type=tf.int64)[0]
     end = tf.data.Dataset.from_tensors((count, blank, tf.constant(b"")))  # marks failures at the end
@@ -206,14 +218,26 @@ def _by_route(tf, route, branches: dict):
     return tf.switch_case(tf.gather(tf.constant(index), route), [branches[r] for r in routes])
 
 
+def _short_side(h, w, side: int, minimum, maximum):
+    """(height, width) with the short side `side` and the long one rounded to keep the aspect
+    ratio: for TensorFlow or numpy integers (minimum, maximum: tf's or np's)."""
+    short = minimum(h, w)
+    return maximum(side, (2 * h * side + short) // (2 * short)), maximum(side, (2 * w * side + short) // (2 * short))
+
+
+def stored_shapes(sizes, side: int) -> np.ndarray:
+    """The (height, width) the images of `sizes` ((n, 2) decoded sizes) are stored at with
+    their aspect ratios kept (decode_dataset's `whole`): the sizes _short_side_square resizes
+    them to before taking the centre square."""
+    sizes = np.asarray(sizes, np.int64).reshape([-1, 2])
+    return np.stack(_short_side(sizes[:, 0], sizes[:, 1], side, np.minimum, np.maximum), axis=1).astype(np.int32)
+
+
 def _short_side_square(tf, image, side: int):
     """The short side resized to `side` (the long one rounded to keep the aspect ratio), then
     the centre side x side square (offsets rounded down, as Keras' CenterCrop)."""
     shape = tf.shape(image)
-    h, w = shape[0], shape[1]
-    short = tf.minimum(h, w)
-    new_h = tf.maximum(side, (2 * h * side + short) // (2 * short))
-    new_w = tf.maximum(side, (2 * w * side + short) // (2 * short))
+    new_h, new_w = _short_side(shape[0], shape[1], side, tf.minimum, tf.maximum)
     resized = tf.image.resize(image, tf.stack([new_h, new_w]), method="bilinear", antialias=True)
     return resized[(new_h - side) // 2:(new_h - side) // 2 + side, (new_w - side) // 2:(new_w - side) // 2 + side]
 

@@ -5,7 +5,9 @@ Layouts: `path/train/<class>/*` with an optional `path/val/` (or `validation/`, 
 (graph_decode.py: TensorFlow's decoders for ordinary JPEG/PNG/GIF/BMP/WebP, Pillow for the
 rest, 16-bit scaled to 8, EXIF orientation applied, alpha dropped, an antialiased bilinear
 resize to `image_size`, or with `storage_size` the short side to it, aspect kept, centre
-square), so a file gives the same pixels in each. Every file is checked by
+square), so a file gives the same pixels in each. With `storage_size` and `cache: memory` the
+training images are held whole, at their own sizes (stored_images.py), and read as those
+centre squares or straight into a random_resized_crop crop. Every file is checked by
 name first (decode.check_file, which also picks its route). With `cache: memory` (default) the
 images are decoded once, at build time, so a corrupt or non-image file is reported by name,
 with the reason, before a run directory exists (keras.utils.image_dataset_from_directory would
@@ -29,7 +31,9 @@ from pydantic import Field, model_validator
 from nnrun.components.data.base import DataBundle, Split
 from nnrun.components.data.decode import MAX_PIXELS, UnreadableImage, inspect_file
 from nnrun.components.data.preprocess import ImagePreprocess, finish_images, finish_streams, holdout_mask
-from nnrun.components.data.stream import StreamOptions, cache_path, cached, reuse
+from nnrun.components.data.graph_decode import stored_shapes
+from nnrun.components.data.stored_images import StoredImages
+from nnrun.components.data.stream import StreamOptions, cache_path, cached, raw_batch, reuse
 from nnrun.errors import ConfigError
 from nnrun.registry import register
 
@@ -41,9 +45,10 @@ class ImageFolderParams(ImagePreprocess, StreamOptions):
     image_size: int = Field(32, ge=8, le=1024, description="height and width every image is resized to (the "
                             "training size)")
     storage_size: int | None = Field(None, ge=8, le=2048, description="keep images larger than image_size: the short "
-                                     "side resized to this, the aspect ratio kept, the centre square stored; a "
-                                     "cropping technique (random_resized_crop) makes the training images from it. "
-                                     "Default: every image resized to image_size x image_size")
+                                     "side resized to this, the aspect ratio kept; a cropping technique "
+                                     "(random_resized_crop) makes the training images from the whole image (cache: "
+                                     "memory, none) or its centre square (cache: file); evaluation uses the centre "
+                                     "square. Default: every image resized to image_size x image_size")
     color_mode: Literal["rgb", "grayscale"] = Field("rgb", description="decode to 3 channels or 1")
     validation_split: float | None = Field(
         None, gt=0, lt=1, description="hold out this fraction of train (per class) when there is no val/ folder"
@@ -149,20 +154,38 @@ def _each(work, files: list[Path]) -> list:
         return list(pool.map(safe, files))
 
 
-def _load(files: list[Path], labels: np.ndarray, p: ImageFolderParams) -> Split:
+def _load(files: list[Path], labels: np.ndarray, p: ImageFolderParams, whole: bool = False) -> Split:
     """Decode and resize every file into memory (cache: memory), through the same pipeline as
-    the streamed modes, so that each mode gives the same pixels by construction."""
-    files, labels, routes, _ = _check_files(files, labels, p)
+    the streamed modes, so that each mode gives the same pixels by construction. `whole` (the
+    training split with storage_size): each image with its aspect ratio kept (stored_images.py)."""
+    files, labels, routes, sizes = _check_files(files, labels, p)
     failures: list = []
-    x = np.empty((len(files), p.stored, p.stored, _channels(p)), np.uint8)
-    for i, (image, _) in enumerate(_decoded(p, files, labels, routes, "record", failures).as_numpy_iterator()):
-        x[i] = image
+    channels = _channels(p)
+    if whole:
+        shapes = stored_shapes(sizes, p.stored)
+        lengths = shapes.prod(axis=1).astype(np.int64) * channels
+        x = np.empty(int(lengths.sum()), np.uint8)
+        ends = np.cumsum(lengths)
+    else:
+        x = np.empty((len(files), p.stored, p.stored, channels), np.uint8)
+    decoded = _decoded(p, files, labels, routes, "record", failures, sizes=sizes, whole=whole)
+    for i, (image, _) in enumerate(decoded.as_numpy_iterator()):
+        if whole:
+            x[ends[i] - lengths[i]:ends[i]] = image[:lengths[i]]
+        else:
+            x[i] = image
+    keep = np.ones(len(files), bool)
     if failures:
         failed = {f for f, _ in failures}
         keep = np.array([str(f) not in failed for f in files], bool)
         _keep_readable(files, labels, _as_files(files, failures), p)
-        x, labels = x[keep], labels[keep]
-    return Split(x, labels)
+        labels = labels[keep]
+    if not whole:
+        return Split(x[keep], labels)
+    if not keep.all():
+        x = np.concatenate([x[end - length:end] for end, length, k in zip(ends, lengths, keep) if k])
+    held = StoredImages(x, shapes[keep], channels, p.stored, labels)
+    return Split(None, labels, stream=held.read, transform=raw_batch, decode=held.read, held=held)
 
 
 def _as_files(files: list[Path], failures: list) -> list:
@@ -184,10 +207,10 @@ def _check_files(files: list[Path], labels: np.ndarray, p: ImageFolderParams):
 
 
 def _decoded(p: ImageFolderParams, files: list[Path], labels: np.ndarray, routes: np.ndarray, on_failure: str,
-             failures: list | None = None, order=None, crop=None, sizes=None):
+             failures: list | None = None, order=None, crop=None, sizes=None, whole: bool = False):
     """The dataset of (uint8 image, label) of `files` (which passed the up-front check), in order
     (or that of `order`, indices into `files`; with `crop`, each image that ExampleCrop of its
-    file, drawn in its listed `sizes`), decoded by graph_decode.decode_dataset (TensorFlow's decoders for ordinary files,
+    file, drawn in its listed `sizes`; `whole`: decode_dataset's), decoded by graph_decode.decode_dataset (TensorFlow's decoders for ordinary files,
     Pillow for the rest, in parallel). What a file that still does not decode (or changed
     since) does:
 
@@ -230,7 +253,7 @@ def _decoded(p: ImageFolderParams, files: list[Path], labels: np.ndarray, routes
 
     return decode_dataset([str(f) for f in files], routes, p.stored, _channels(p), p.max_pixels,
                           keep_aspect=p.storage_size is not None, order=order, crop=crop, labels=labels, check=check,
-                          sizes=sizes)
+                          sizes=sizes, whole=whole)
 
 
 def _stream(name: str, files: list[Path], labels: np.ndarray, p: ImageFolderParams):
@@ -333,7 +356,8 @@ def build(p: ImageFolderParams) -> DataBundle:
         data = finish_streams(streams, p, classes, len(classes), "image_folder", (p.stored, p.stored, _channels(p)),
                               decoding=p.cache == "none")
     else:
-        data = finish_images(_per_split(listed, lambda name, files, labels: _load(files, labels, p)), p, classes,
-                             len(classes), "image_folder")
+        whole = p.storage_size is not None  # the training images keep their aspect ratios for the crop
+        data = finish_images(_per_split(listed, lambda name, files, labels: _load(files, labels, p, whole and name == "train")),
+                             p, classes, len(classes), "image_folder")
     data.train_size = p.image_size if p.storage_size is not None else None
     return data

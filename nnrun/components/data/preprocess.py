@@ -96,12 +96,28 @@ def finish_images(splits: dict[str, Split], p: ImagePreprocess, class_names: lis
     """Wrap raw image splits in a bundle whose `preprocess` (statistics from "train") the model applies."""
     unique = list({id(s): s for s in splits.values()}.values())  # val may be the test split itself
     for split in unique:
-        split.x = with_channels(split.x)
+        split.x = split.x if split.held is not None else with_channels(split.x)
+    if splits["train"].held is not None:  # images of their own sizes (stored_images.py)
+        return _finish_held(splits, p, class_names, num_classes, source)
     train = splits["train"].x
     scale = p.rescale if p.rescale is not None else default_rescale(train.dtype)
     preprocess = _preprocess(p, scale, train.shape[-1], lambda: channel_moments(train, scale))
     shape = tuple(int(d) for d in train.shape[1:])
     return DataBundle(splits, shape, num_classes, class_names, meta={"source": source}, preprocess=preprocess)
+
+
+def _finish_held(splits: dict[str, Split], p: ImagePreprocess, class_names: list[str], num_classes: int,
+                 source: str) -> DataBundle:
+    """finish_images for a training split of uint8 images held at their own sizes: the statistics
+    of the centre squares it reads as (the images the streamed modes compute them from)."""
+    from nnrun.components.data.stream import channel_statistics
+
+    held = splits["train"].held
+    scale = p.rescale if p.rescale is not None else default_rescale(np.uint8)
+    preprocess = _preprocess(p, scale, held.channels,
+                             lambda: tuple(v * scale for v in channel_statistics(held.read())))
+    return DataBundle(splits, (held.side, held.side, held.channels), num_classes, class_names,
+                      meta={"source": source}, preprocess=preprocess)
 
 
 MAX_CLASSES = 1_000_000  # labels are class indices 0..K-1; a larger K is ids, not classes

@@ -77,7 +77,8 @@ class Curriculum(Technique):
 
     def check(self, data) -> None:
         if data.split("train").stream is not None:  # the pacing picks examples by index
-            raise ConfigError("curriculum needs the training split in memory (data.params.cache: memory)",
+            raise ConfigError("curriculum needs the training split in memory as one array (data.params.cache: "
+                              "memory, and no storage_size)",
                               "train.techniques.curriculum")
         if self.p.difficulty == "dataset" and self.p.ordering != "random" and data.split("train").difficulty is None:
             raise ConfigError("this data set supplies no difficulty scores; use difficulty: loss",

@@ -61,10 +61,15 @@ class RandomErasing(Technique):
             import numpy as np
 
             split = data.split("train")
-            if split.x is None:
+            if split.x is None and split.held is None:
                 raise ConfigError("value: mean needs the training split in memory (data.params.cache: memory)",
                                   "train.techniques.random_erasing.value")
-            self.mean = [float(v) for v in np.asarray(split.x, np.float64).mean(axis=(0, 1, 2))]
+            if split.x is None:  # held at their own sizes: the mean of the centre squares it reads as
+                from nnrun.components.data.stream import channel_statistics
+
+                self.mean = [float(v) for v in channel_statistics(split.held.read())[0]]
+            else:
+                self.mean = [float(v) for v in np.asarray(split.x, np.float64).mean(axis=(0, 1, 2))]
 
     def record(self) -> dict:
         return {**self.p.model_dump(), **({"mean": self.mean} if self.mean else {})}

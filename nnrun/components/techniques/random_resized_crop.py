@@ -9,10 +9,15 @@ fits, the centre crop with the ratio clamped to `ratio`. Every number comes from
 key of (seed, epoch, step), per example, inside the graph, so a resumed run replays the same
 crops (Keras' RandomCrop and RandomZoom draw from stateful generators, once per batch).
 
-The crops of a batch are resized in one `tf.image.crop_and_resize`: bilinear with the corner
-pixels aligned, without antialiasing. A crop is at most `storage_size / image_size` times its
-output's side, so aliasing stays small when the storage size is close to the training size
-(256 for 224, as timm's eval resize).
+Where the crop is taken from depends on the source. image_folder gives its examples one at a
+time (Split.decode), and the crop (example_crop) is drawn in each whole image: with `cache:
+none` it is fused into the decode and resized with antialiasing; with `cache: memory` and
+storage_size, from each image held at its own size. Stored squares (`cache: file`, other data
+sets) are cropped a batch at a time (batch_transform) in one `tf.image.crop_and_resize`:
+bilinear with the corner pixels aligned. Neither of the last two antialiases: a crop is at
+most `storage_size / image_size` (x 4/3 for a whole image) times its output's side, so
+aliasing stays small when the storage size is close to the training size (256 for 224, as
+timm's eval resize).
 
 With `progressive_resizing`, the crop is resized straight to that epoch's size (and the
 schedule does not resize again).
@@ -121,7 +126,8 @@ class RandomResizedCrop(Technique):
         """The same draw per example of a source that reads its examples one at a time
         (image_folder: files with `cache: none`, or stored images of their own aspect ratios
         with `cache: memory`), for all its examples at once from the epoch's key, each box
-        in the example's whole image; resized with antialiasing, as each crop is resized alone."""
+        in the example's whole image; resized by the source (antialiased from a file's full
+        decode, not from a stored image, which is close to the training size)."""
         import tensorflow as tf
 
         from nnrun.components.data.base import ExampleCrop
