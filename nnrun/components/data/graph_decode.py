@@ -139,13 +139,16 @@ def decode_dataset(paths: list[str], routes, image_size, channels: int, max_pixe
         jpeg = (route >= JPEG1) & (route <= JPEG8)
         return _by_route(tf, tf.where(jpeg, JPEG1, route), cropped)
 
-    def finish(image, error, i):
+    def finish(image, error, i, gray: bool = True):
         """Full-size L or RGB (or its crop) -> (height, width, channels) uint8 (an error's 1x1
         zeros give zeros; a tf.where on the error instead halves the throughput). No tf.cond on
-        the channel count: each cond is a function call per file, which costs throughput."""
+        the channel count: each cond is a function call per file, which costs throughput.
+        `gray`: the image may have one channel (only Pillow gives L; TensorFlow's decoders are
+        asked for RGB), else the ops that would widen it are left out, as every op run per
+        file costs throughput."""
         if channels == 1:
             image = _luma(tf, image)
-        else:  # L repeated into three channels; RGB as it is (a tile by 1 passes it through)
+        elif gray:  # L repeated into three channels; RGB as it is (a tile by 1 passes it through)
             image = tf.tile(image, tf.stack([1, 1, 3 // tf.shape(image)[-1]]))
         if crop is not None:
             resized = crop.resize(tf, image)
@@ -163,7 +166,7 @@ def decode_dataset(paths: list[str], routes, image_size, channels: int, max_pixe
 
     def first(position):
         i = order_t[position]
-        return (position, *finish(*decode(i), i))
+        return (position, *finish(*decode(i), i, gray=PILLOW in present))
 
     def again(position):  # a file a TensorFlow decoder refused: Pillow says why (or reads it)
         i = order_t[position]
