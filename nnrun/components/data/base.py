@@ -52,8 +52,8 @@ class ExampleCrop:
     """A per-example crop that a source reading examples one at a time (Split.decode) fuses into
     the read: boxes(heights, widths), for the (n,) sizes of all its examples' whole images, ->
     (top, left, crop height, crop width), int32 (n,) each, resized to size x size (an int32
-    tensor) by `method` ("bilinear", which antialiases, or "nearest"). A cropping technique
-    draws the boxes (random_resized_crop)."""
+    tensor) by `method` ("bilinear" or "nearest"). A cropping technique draws the boxes
+    (random_resized_crop)."""
 
     boxes: Callable
     size: object

@@ -7,9 +7,9 @@ rest, 16-bit scaled to 8, EXIF orientation applied, alpha dropped, an antialiase
 resize to `image_size`, or with `storage_size` the short side to it, aspect kept, centre
 square), so a file gives the same pixels in each. With `storage_size` and `cache: memory` the
 training images are held whole, at their own sizes (stored_images.py), and read as those
-centre squares or straight into a random_resized_crop crop. Every file is checked by
-name first (decode.check_file, which also picks its route). With `cache: memory` (default) the
-images are decoded once, at build time, so a corrupt or non-image file is reported by name,
+centre squares or straight into a random_resized_crop crop. Every file is checked by name
+first (decode.inspect_file, which also picks its route and reads its size). With `cache:
+memory` (default) the images are decoded once, at build time, so a corrupt or non-image file is reported by name,
 with the reason, before a run directory exists (keras.utils.image_dataset_from_directory would
 fail inside a tf.data op mid-training instead). With `cache: file | none` (data larger than
 memory, see stream.py) a cache write names every file that does not decode, and a file that
@@ -210,8 +210,9 @@ def _decoded(p: ImageFolderParams, files: list[Path], labels: np.ndarray, routes
              failures: list | None = None, order=None, crop=None, sizes=None, whole: bool = False):
     """The dataset of (uint8 image, label) of `files` (which passed the up-front check), in order
     (or that of `order`, indices into `files`; with `crop`, each image that ExampleCrop of its
-    file, drawn in its listed `sizes`; `whole`: decode_dataset's), decoded by graph_decode.decode_dataset (TensorFlow's decoders for ordinary files,
-    Pillow for the rest, in parallel). What a file that still does not decode (or changed
+    file, drawn in its listed `sizes`; `whole`: decode_dataset's), decoded by
+    graph_decode.decode_dataset (TensorFlow's decoders for ordinary files, Pillow for the rest,
+    in parallel). What a file that still does not decode (or changed
     since) does:
 
     - "record" (writing the file cache, or filling memory): a blank image, and (path, reason)
