@@ -163,6 +163,7 @@ def test_storage_size_keeps_the_aspect_ratio_and_the_centre_square_in_every_mode
                                                                       cache=cache))
              for cache in ("memory", "file", "none")}
     memory = built["memory"]
+    assert built["file"].split("train").whole is not None  # the file cache holds whole images to train on
     assert memory.input_shape == (20, 20, 3) and memory.train_size == 16 and memory.describe()["train_size"] == 16
     held = memory.split("train").held  # the training images at their own sizes (stored_images.py)
     assert memory.split("train").x is None and held.channels == 3 and held.side == 20
@@ -395,15 +396,17 @@ def test_a_streamed_crop_follows_progressive_resizing(tmp_path):
     assert [tuple(x.shape) for x, _ in batches] == [(4, 8, 8, 3)] * 2 + [(4, 16, 16, 3)] * 2
 
 
-@pytest.mark.parametrize("cache", ["memory", "none"])
-def test_training_crops_come_from_the_whole_image_not_its_centre_square(tmp_path, cache):
+@pytest.mark.parametrize("cache", ["memory", "none", "file"])
+def test_training_crops_come_from_the_whole_image_not_its_centre_square(tmp_path, monkeypatch, cache):
     """Wide images, red | green | blue in thirds: their centre square is all green, so a crop
     wider than it must show red or blue (with scale >= 0.5 every crop is wider). Evaluation
-    still sees the centre square."""
+    still sees the centre square. A resumed epoch replays the same crops."""
     from PIL import Image
 
     from nnrun.components.data import image_folder
     from nnrun.engine import pipeline
+
+    monkeypatch.setenv("NNRUN_CACHE_DIR", str(tmp_path / "cache"))
 
     for part, count in (("train", 8), ("val", 2)):
         for label in "ab":
@@ -416,9 +419,11 @@ def test_training_crops_come_from_the_whole_image_not_its_centre_square(tmp_path
     data = image_folder.build(image_folder.ImageFolderParams(path=str(tmp_path), image_size=16, storage_size=20,
                                                              cache=cache))
     technique = _technique(20, 16, scale=(0.5, 1.0))
-    batches = pipeline.train_dataset(data.split("train"), batch_size=8, seed=0, num_classes=2, label_mode="sparse",
-                                     first_epoch=0, last_epoch=2, techniques=[technique])
-    crops = np.concatenate([x.numpy() for x, _ in batches])
+    args = dict(batch_size=8, seed=0, num_classes=2, label_mode="sparse", last_epoch=2, techniques=[technique])
+    batches = [x.numpy() for x, _ in pipeline.train_dataset(data.split("train"), first_epoch=0, **args)]
+    resumed = [x.numpy() for x, _ in pipeline.train_dataset(data.split("train"), first_epoch=1, skip_steps=1, **args)]
+    assert len(batches) == 4 and len(resumed) == 1 and np.array_equal(resumed[0], batches[3])
+    crops = np.concatenate(batches)
     assert crops.shape == (32, 16, 16, 3)
     red_or_blue = (crops[..., 0] > 128) | (crops[..., 2] > 128)
     assert red_or_blue.any(axis=(1, 2)).all()

@@ -98,7 +98,7 @@ def _streamed_batches(tf, split: Split, batch_size: int, seed: int, first_epoch:
     first epoch on (a resumed epoch does not decode the files it already trained on); others
     go through a shuffle buffer holding the compact (uint8) examples. The float transform runs
     on whole batches after."""
-    source = split.stream() if split.decode is None else None
+    source = (split.whole or split.stream)() if split.decode is None else None
 
     def epoch_stream(epoch):
         key = tf.random.experimental.stateless_fold_in(tf.constant([seed, 0], tf.int64), epoch)
@@ -115,7 +115,10 @@ def _streamed_batches(tf, split: Split, batch_size: int, seed: int, first_epoch:
             # which raises for a tensor op seed when the global seed is 0 (e.g. `seed: 0`). A fixed seed
             # for this traced function's own graph avoids that; the order depends on shuffle_seed only.
             tf.random.set_seed(1)
-            shuffled = source.shuffle(split.shuffle_buffer, seed=shuffle_seed).batch(batch_size)
+            shuffled = source.shuffle(split.shuffle_buffer, seed=shuffle_seed)
+            # Images of their own sizes make ragged batches: the cropping technique (random_resized_crop,
+            # which a storage size requires) crops each from its own extent.
+            shuffled = shuffled.ragged_batch(batch_size) if split.whole else shuffled.batch(batch_size)
         batches = shuffled.map(split.transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return batches.enumerate(start=first_step).map(lambda step, xy: (epoch, step, xy))
 

@@ -35,6 +35,10 @@ class Split:
     # Images of their own sizes held in memory (stored_images.StoredImages: image_folder with
     # storage_size, cache: memory): x is None, and stream and decode read from it.
     held: object | None = None
+    # Streamed images of their own sizes to train on (image_folder's file cache with storage_size):
+    # the training pipeline shuffles these and batches them ragged for the cropping technique;
+    # stream() gives their centre squares.
+    whole: Callable | None = None
 
     def __len__(self) -> int:
         return len(self.y)

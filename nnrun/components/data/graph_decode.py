@@ -54,8 +54,9 @@ def decode_dataset(paths: list[str], routes, image_size, channels: int, max_pixe
     at once: drawn per file, in a map, the draw's few dozen small ops cost a quarter of the
     throughput.
     `whole` (with keep_aspect and `sizes`): each image resized to stored_shapes(sizes) (the short
-    side to image_size, the aspect ratio kept), not cut to its centre square, and given
-    flattened, zero-padded to the largest of them (images of different sizes cannot be batched).
+    side to image_size, the aspect ratio kept), not cut to its centre square (inside, while the
+    files are checked 64 at a time, flattened and zero-padded to the largest of them: images of
+    different sizes cannot be batched).
     `labels` and `check`: elements are (image, label) instead, and check(paths, errors) (each a
     batch of up to GAP_BATCH files) gives the op that deals with the errors, run before they are
     handed on (once per batch: a function call per file costs throughput)."""
@@ -206,7 +207,16 @@ def decode_dataset(paths: list[str], routes, image_size, channels: int, max_pixe
         with tf.control_dependencies([check(tf.gather(paths_t, files), errors)]):
             return tf.identity(images), tf.gather(labels_t, files)
 
-    return ds.map(fill, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
+    out = ds.map(fill, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
+    if not whole:
+        return out
+
+    def unpad(k, image, second):
+        shape = shapes[order_t[k]]
+        return tf.reshape(image[:shape[0] * shape[1] * channels], [shape[0], shape[1], channels]), second
+
+    return out.enumerate().map(lambda k, element: unpad(k, *element), num_parallel_calls=tf.data.AUTOTUNE,
+                               deterministic=True)
 
 
 def _by_route(tf, route, branches: dict):
@@ -241,8 +251,15 @@ def _short_side_square(tf, image, side: int):
     the centre side x side square (offsets rounded down, as Keras' CenterCrop)."""
     shape = tf.shape(image)
     new_h, new_w = _short_side(shape[0], shape[1], side, tf.minimum, tf.maximum)
-    resized = tf.image.resize(image, tf.stack([new_h, new_w]), method="bilinear", antialias=True)
-    return resized[(new_h - side) // 2:(new_h - side) // 2 + side, (new_w - side) // 2:(new_w - side) // 2 + side]
+    return centre_square(tf, tf.image.resize(image, tf.stack([new_h, new_w]), method="bilinear", antialias=True), side)
+
+
+def centre_square(tf, image, side: int):
+    """The centre side x side square of an image at least that large (offsets rounded down, as
+    Keras' CenterCrop): how a stored whole image reads as the square every mode stores."""
+    shape = tf.shape(image)
+    top, left = (shape[0] - side) // 2, (shape[1] - side) // 2
+    return image[top:top + side, left:left + side]
 
 
 def _luma(tf, image):

@@ -5,9 +5,9 @@ Layouts: `path/train/<class>/*` with an optional `path/val/` (or `validation/`, 
 (graph_decode.py: TensorFlow's decoders for ordinary JPEG/PNG/GIF/BMP/WebP, Pillow for the
 rest, 16-bit scaled to 8, EXIF orientation applied, alpha dropped, an antialiased bilinear
 resize to `image_size`, or with `storage_size` the short side to it, aspect kept, centre
-square), so a file gives the same pixels in each. With `storage_size` and `cache: memory` the
-training images are held whole, at their own sizes (stored_images.py), and read as those
-centre squares or straight into a random_resized_crop crop. Every file is checked by name
+square), so a file gives the same pixels in each. With `storage_size` the training images are
+kept whole, at their own sizes (in memory: stored_images.py; in the file cache: cropped from
+ragged batches), and read as those centre squares or straight into a random_resized_crop crop. Every file is checked by name
 first (decode.inspect_file, which also picks its route and reads its size). With `cache:
 memory` (default) the images are decoded once, at build time, so a corrupt or non-image file is reported by name,
 with the reason, before a run directory exists (keras.utils.image_dataset_from_directory would
@@ -31,7 +31,7 @@ from pydantic import Field, model_validator
 from nnrun.components.data.base import DataBundle, Split
 from nnrun.components.data.decode import MAX_PIXELS, UnreadableImage, inspect_file
 from nnrun.components.data.preprocess import ImagePreprocess, finish_images, finish_streams, holdout_mask
-from nnrun.components.data.graph_decode import stored_shapes
+from nnrun.components.data.graph_decode import centre_square, stored_shapes
 from nnrun.components.data.stored_images import StoredImages
 from nnrun.components.data.stream import StreamOptions, cache_path, cached, raw_batch, reuse
 from nnrun.errors import ConfigError
@@ -46,9 +46,9 @@ class ImageFolderParams(ImagePreprocess, StreamOptions):
                             "training size)")
     storage_size: int | None = Field(None, ge=8, le=2048, description="keep images larger than image_size: the short "
                                      "side resized to this, the aspect ratio kept; a cropping technique "
-                                     "(random_resized_crop) makes the training images from the whole image (cache: "
-                                     "memory, none) or its centre square (cache: file); evaluation uses the centre "
-                                     "square. Default: every image resized to image_size x image_size")
+                                     "(random_resized_crop) makes the training images from the whole image; "
+                                     "evaluation uses its centre square. Default: every image resized to "
+                                     "image_size x image_size")
     color_mode: Literal["rgb", "grayscale"] = Field("rgb", description="decode to 3 channels or 1")
     validation_split: float | None = Field(
         None, gt=0, lt=1, description="hold out this fraction of train (per class) when there is no val/ folder"
@@ -171,7 +171,7 @@ def _load(files: list[Path], labels: np.ndarray, p: ImageFolderParams, whole: bo
     decoded = _decoded(p, files, labels, routes, "record", failures, sizes=sizes, whole=whole)
     for i, (image, _) in enumerate(decoded.as_numpy_iterator()):
         if whole:
-            x[ends[i] - lengths[i]:ends[i]] = image[:lengths[i]]
+            x[ends[i] - lengths[i]:ends[i]] = image.ravel()
         else:
             x[i] = image
     keep = np.ones(len(files), bool)
@@ -259,14 +259,37 @@ def _decoded(p: ImageFolderParams, files: list[Path], labels: np.ndarray, routes
 
 def _stream(name: str, files: list[Path], labels: np.ndarray, p: ImageFolderParams):
     """Streamed split: (raw dataset function, labels); decoded by tf.data per epoch or into the file cache.
-    An existing file cache of the same listing is reused without opening the files again."""
+    An existing file cache of the same listing is reused without opening the files again. The
+    training split's file cache with storage_size holds whole images of their own sizes, for the
+    crop: (their centre squares, labels, the whole images) then."""
+    whole = p.cache == "file" and p.storage_size is not None and name == "train"
+    read, labels = _streamed(name, files, labels, p, whole)
+    return (_centre_squares(read, p.stored), labels, read) if whole else (read, labels)
+
+
+def _centre_squares(read, side: int):
+    """A reader of whole images as their centre side x side squares: what the other modes store."""
+    def squares():
+        import tensorflow as tf
+
+        def centre(image, label):
+            return tf.ensure_shape(centre_square(tf, image, side), [side, side, image.shape[-1]]), label
+
+        return read().map(centre, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    return squares
+
+
+def _streamed(name: str, files: list[Path], labels: np.ndarray, p: ImageFolderParams, whole: bool):
+    """_stream's (raw dataset function, labels): `whole`, of images of their own sizes."""
     import shutil
 
     listing = hashlib.sha256("\n".join(f"{f.resolve()}|{s.st_size}|{s.st_mtime_ns}"
                                         for f, s in ((f, f.stat()) for f in files)).encode()).hexdigest()
     key = {"source": "image_folder", "split": name, "image_size": p.image_size, "color_mode": p.color_mode,
            **({"storage_size": p.storage_size} if p.storage_size is not None else {}),
-           "skip_invalid": p.skip_invalid, "seed": p.seed, "files": listing, "count": len(files)}
+           "skip_invalid": p.skip_invalid, "seed": p.seed, "files": listing, "count": len(files),
+           **({"layout": "whole"} if whole else {})}
     found = reuse(key, p)
     if found is not None:
         return found
@@ -281,7 +304,7 @@ def _stream(name: str, files: list[Path], labels: np.ndarray, p: ImageFolderPara
                             sizes=sizes)
 
         return decode, labels
-    route_of = dict(zip(files, routes))
+    route_of, size_of = dict(zip(files, routes)), dict(zip(files, sizes))
 
     def write(files: list[Path], labels: np.ndarray):
         """The file cache's reader, and the (file, reason) of files that did not decode. Such a
@@ -289,7 +312,9 @@ def _stream(name: str, files: list[Path], labels: np.ndarray, p: ImageFolderPara
         not decode, e.g. corrupt pixel data behind a valid header)."""
         failures: list = []
         routes = np.array([route_of[f] for f in files], np.int32)
-        read = cached(lambda: _decoded(p, files, labels, routes, "record", failures), key, p, labels)
+        sizes = np.array([size_of[f] for f in files], np.int32).reshape([-1, 2])
+        read = cached(lambda: _decoded(p, files, labels, routes, "record", failures, sizes=sizes, whole=whole), key,
+                      p, labels)
         if failures:
             shutil.rmtree(cache_path(key, p), ignore_errors=True)
         return read, _as_files(files, failures)

@@ -165,7 +165,8 @@ def holdout(x: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> tuple[S
 def finish_streams(raws: dict, p, class_names: list[str], num_classes: int, source: str,
                    shape: tuple, decoding: bool = False) -> DataBundle:
     """finish_images for streamed splits. `raws` maps a split name to (function returning the raw
-    dataset of (uint8 image, label), labels array); the same pair may serve two names.
+    dataset of (uint8 image, label), labels array[, function returning the whole images to
+    train on (Split.whole)]); the same tuple may serve two names.
     `decoding`: the functions also take (order, crop) (Split.decode); no shuffle buffer then."""
     from nnrun.components.data.stream import DEFAULT_SHUFFLE_BUFFER, channel_statistics, raw_batch
 
@@ -174,7 +175,7 @@ def finish_streams(raws: dict, p, class_names: list[str], num_classes: int, sour
                              lambda: tuple(v * scale for v in channel_statistics(raws["train"][0]())))
     buffer = 0 if decoding else p.shuffle_buffer or DEFAULT_SHUFFLE_BUFFER
     splits = {name: Split(None, np.asarray(y, np.int32), stream=raw, transform=raw_batch, shuffle_buffer=buffer,
-                          decode=raw if decoding else None)
-              for name, (raw, y) in raws.items()}
+                          decode=raw if decoding else None, whole=whole[0] if whole else None)
+              for name, (raw, y, *whole) in raws.items()}
     return DataBundle(splits, tuple(int(d) for d in shape), num_classes, class_names,
                       meta={"source": source, "cache": p.cache}, preprocess=preprocess)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from nnrun.components.data.graph_decode import centre_square
+
 
 class StoredImages:
     def __init__(self, flat: np.ndarray, shapes: np.ndarray, channels: int, side: int, labels: np.ndarray):
@@ -52,8 +54,7 @@ class StoredImages:
             h, w = shapes[i, 0], shapes[i, 1]
             image = tf.reshape(flat[offsets[i]:offsets[i] + tf.cast(h * w * channels, tf.int64)], [h, w, channels])
             if crop is None:
-                top, left = (h - side) // 2, (w - side) // 2
-                return tf.ensure_shape(image[top:top + side, left:left + side], [side, side, channels]), labels[i]
+                return tf.ensure_shape(centre_square(tf, image, side), [side, side, channels]), labels[i]
             top, left, ch, cw = tf.unstack(windows[i])
             # Not antialiased, as the batch crop of stored squares is not: a crop's side is at most
             # storage_size / image_size x 4/3 (random_resized_crop's widest ratio) times the

@@ -9,15 +9,15 @@ fits, the centre crop with the ratio clamped to `ratio`. Every number comes from
 key of (seed, epoch, step), per example, inside the graph, so a resumed run replays the same
 crops (Keras' RandomCrop and RandomZoom draw from stateful generators, once per batch).
 
-Where the crop is taken from depends on the source. image_folder gives its examples one at a
-time (Split.decode), and the crop (example_crop) is drawn in each whole image: with `cache:
-none` it is fused into the decode and resized with antialiasing; with `cache: memory` and
-storage_size, from each image held at its own size. Stored squares (`cache: file`, other data
-sets) are cropped a batch at a time (batch_transform) in one `tf.image.crop_and_resize`:
-bilinear with the corner pixels aligned. Neither of the last two antialiases: a crop is at
-most `storage_size / image_size` (x 4/3 for a whole image) times its output's side, so
-aliasing stays small when the storage size is close to the training size (256 for 224, as
-timm's eval resize).
+The crop is drawn in each whole image. image_folder with `cache: none` or `memory` gives its
+examples one at a time (Split.decode), and the crop (example_crop) is taken as each is read:
+fused into the decode and resized with antialiasing (none), or from each image held at its own
+size (memory). Other sources are cropped a batch at a time (batch_transform) in one
+`tf.image.crop_and_resize`, bilinear with the corner pixels aligned: stored squares, or
+image_folder's file cache of whole images, batched ragged and zero-padded (each crop stays
+inside its image). Neither of the last two antialiases: a crop is at most `storage_size /
+image_size` (x 4/3 for a whole image) times its output's side, so aliasing stays small when
+the storage size is close to the training size (256 for 224, as timm's eval resize).
 
 With `progressive_resizing`, the crop is resized straight to that epoch's size (and the
 schedule does not resize again).
@@ -116,10 +116,18 @@ class RandomResizedCrop(Technique):
         return schedule.size_tensor(tf, epoch)
 
     def batch_transform(self, images, labels, epoch, key):
+        """A batch of stored squares, or a ragged batch of whole images of their own sizes (the
+        file cache with storage_size), each cropped within its own extent."""
         import tensorflow as tf
 
-        shape = tf.shape(images)
-        top, left, h, w = crop_boxes(tf, key, shape[0], shape[1], shape[2], self.p.scale, self.p.ratio)
+        if isinstance(images, tf.RaggedTensor):
+            heights = tf.cast(images.row_lengths(), tf.int32)
+            widths = tf.cast(tf.gather(images.values.row_lengths(), images.row_starts()), tf.int32)
+            images = images.to_tensor()  # zero-padded to the largest; each crop stays inside its image
+        else:
+            shape = tf.shape(images)
+            heights, widths = shape[1], shape[2]
+        top, left, h, w = crop_boxes(tf, key, tf.shape(images)[0], heights, widths, self.p.scale, self.p.ratio)
         return resize_crops(tf, images, top, left, h, w, self._size(tf, epoch), self.p.interpolation), labels
 
     def example_crop(self, epoch, key):
