@@ -7,15 +7,16 @@ rest, 16-bit scaled to 8, EXIF orientation applied, alpha dropped, an antialiase
 resize to `image_size`, or with `storage_size` the short side to it, aspect kept, centre
 square), so a file gives the same pixels in each. With `storage_size` the training images are
 kept whole, at their own sizes (in memory: stored_images.py; in the file cache: cropped from
-ragged batches), and read as those centre squares or straight into a random_resized_crop crop. Every file is checked by name
-first (decode.inspect_file, which also picks its route and reads its size). With `cache:
-memory` (default) the images are decoded once, at build time, so a corrupt or non-image file is reported by name,
-with the reason, before a run directory exists (keras.utils.image_dataset_from_directory would
-fail inside a tf.data op mid-training instead). With `cache: file | none` (data larger than
-memory, see stream.py) a cache write names every file that does not decode, and a file that
-stops decoding during training (changed after the check) fails the run with its name and reason.
-With `cache: none` training reads the files in a permutation of the list per epoch
-(Split.decode), with no shuffle buffer, and random_resized_crop is fused into the decode.
+ragged batches), and read as those centre squares or straight into a random_resized_crop
+crop. Every file is checked by name first (decode.inspect_file, which also picks its route and
+reads its size). With `cache: memory` (default) the images are decoded once, at build time, so
+a corrupt or non-image file is reported by name, with the reason, before a run directory
+exists (keras.utils.image_dataset_from_directory would fail inside a tf.data op mid-training
+instead). With `cache: file | none` (data larger than memory, see stream.py) a cache write
+names every file that does not decode, and a file that stops decoding during training (changed
+after the check) fails the run with its name and reason. With `cache: none` training reads the
+files in a permutation of the list per epoch (Split.decode), with no shuffle buffer, and
+random_resized_crop is fused into the decode.
 """
 
 from __future__ import annotations
