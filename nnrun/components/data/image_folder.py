@@ -176,15 +176,15 @@ def _load(files: list[Path], labels: np.ndarray, p: ImageFolderParams, whole: bo
         else:
             x[i] = image
     keep = np.ones(len(files), bool)
-    if failures:
+    if failures:  # rare: only then is the decoded data copied without the failed files
         failed = {f for f, _ in failures}
         keep = np.array([str(f) not in failed for f in files], bool)
         _keep_readable(files, labels, _as_files(files, failures), p)
         labels = labels[keep]
+        x = x[keep] if not whole else np.concatenate([x[end - length:end] for end, length, k
+                                                      in zip(ends, lengths, keep) if k])
     if not whole:
-        return Split(x[keep], labels)
-    if not keep.all():
-        x = np.concatenate([x[end - length:end] for end, length, k in zip(ends, lengths, keep) if k])
+        return Split(x, labels)
     held = StoredImages(x, shapes[keep], channels, p.stored, labels)
     return Split(None, labels, stream=held.read, transform=raw_batch, decode=held.read, held=held)
 
